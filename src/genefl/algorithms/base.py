@@ -1,0 +1,208 @@
+"""The one interface every federated algorithm implements.
+
+The engine (``genefl.engine``) owns the round loop, the local training loop, the client
+store and the wire; an algorithm only says what differs from FedAvg through the hooks
+below. Client-side hooks see only what a real client would (its own data and model, what
+the server sent, the server's instructions), so the same object runs in simulation and
+on Flower.
+
+Round, for a participant ``i`` of cluster ``k``::
+
+    server: instructions(), download_layers(k)        -> received (wire)
+    client: start_params(received, own, initial)      -> start model
+            local_objective(model, data, received)    -> extra loss terms / hooks
+            [engine's local training loop]
+            select_upload(start, trained)             -> upload (wire)
+    server: aggregate(k, cluster model, uploads)      -> new cluster model
+            end_round(report)
+    join:   learngene_layers(k) -> package; init_new_client(fresh, package)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from genefl.method.aggregate import average_layers
+from genefl.models.layers import Layer
+from genefl.types import ParamDict
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """An algorithm without options."""
+
+
+@dataclass
+class ClientContext:
+    """What a client knows while it runs one round."""
+
+    client_id: int
+    cluster: int
+    round: int
+    phase: str  # "known" or "agnostic"
+    instructions: Mapping[str, Any]
+    num_samples: int
+    #: Persistent per-client extras (tensors, numbers) kept by the engine's store.
+    state: dict[str, Any]
+    generator: torch.Generator
+    rng: np.random.Generator
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """A client's tensors on the training device: ``x`` is ``(n, C, H, W)`` float."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What one client sent the server in one round."""
+
+    client_id: int
+    cluster: int
+    layers: tuple[str, ...]
+    params: ParamDict
+    num_samples: int
+
+
+@dataclass
+class RoundReport:
+    """The server's view of a finished round, passed to :meth:`Algorithm.end_round`."""
+
+    round: int
+    phase: str
+    uploads: Sequence[Upload]
+    #: sample-weighted validation accuracy of the participants, in [0, 1] (NaN if none)
+    val_accuracy: float
+    #: per-cluster layer names chosen by each participant
+    chosen: dict[int, list[tuple[str, ...]]] = field(default_factory=dict)
+
+
+class LocalObjective:
+    """Extra behaviour of one client's local training; the default adds nothing."""
+
+    #: names of parameters kept frozen during local training
+    frozen: frozenset[str] = frozenset()
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        """Extra loss added to the cross-entropy at every step (or ``None``)."""
+        return None
+
+    def after_backward(self, model: nn.Module) -> None:
+        """Called after each backward pass, before the optimiser step."""
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers to log for this client-round (e.g. loss components)."""
+        return {}
+
+
+class Algorithm:
+    """Base algorithm: every hook defaults to FedAvg's behaviour.
+
+    Subclasses set ``name``, ``exchanges`` (what a client uploads, for tables),
+    ``initialises`` (what a new client starts from) and, if they have options, a frozen
+    dataclass ``params_cls``.
+    """
+
+    name: ClassVar[str] = "base"
+    params_cls: ClassVar[type] = NoParams
+    exchanges: ClassVar[str] = "full model"
+    initialises: ClassVar[str] = "cluster model"
+
+    def __init__(self, params: Any, layers: Sequence[Layer], num_clusters: int) -> None:
+        self.params = params
+        self.layers = list(layers)
+        self.layer_by_name = {layer.name: layer for layer in self.layers}
+        self.num_clusters = num_clusters
+        self.aggregate_weighting = "uniform"
+
+    # -- helpers ---------------------------------------------------------------------
+    @property
+    def all_layer_names(self) -> list[str]:
+        """Every layer name in model order."""
+        return [layer.name for layer in self.layers]
+
+    def layer_params(self) -> dict[str, tuple[str, ...]]:
+        """Layer name -> its parameter tensor names (buffers excluded)."""
+        return {layer.name: layer.param_names for layer in self.layers}
+
+    # -- server side -----------------------------------------------------------------
+    def instructions(self, round: int, phase: str) -> dict[str, Any]:
+        """Numbers the server sends every participant this round (e.g. ``gamma``)."""
+        return {}
+
+    def download_layers(self, cluster: int) -> list[str]:
+        """Layers of the cluster model sent to a participant at the start of a round."""
+        return self.all_layer_names
+
+    def aggregate(
+        self, cluster: int, current: Mapping[str, torch.Tensor], uploads: Sequence[Upload]
+    ) -> ParamDict:
+        """New cluster model: per-layer mean over the uploads carrying each layer."""
+        weights = None
+        if self.aggregate_weighting == "samples":
+            weights = [float(u.num_samples) for u in uploads]
+        return average_layers(current, [u.params for u in uploads], weights)
+
+    def end_round(self, report: RoundReport) -> None:
+        """Update server-side state after aggregation (schedules, statistics)."""
+
+    def learngene_layers(self, cluster: int) -> list[str]:
+        """Layers of the cluster model that a new client downloads to initialise."""
+        return self.all_layer_names
+
+    def summary(self) -> dict[str, Any]:
+        """Server-side figures to report at the end of a run."""
+        return {}
+
+    # -- client side -----------------------------------------------------------------
+    def start_params(
+        self,
+        received: Mapping[str, torch.Tensor],
+        own: Mapping[str, torch.Tensor] | None,
+        initial: Mapping[str, torch.Tensor],
+        ctx: ClientContext,
+    ) -> ParamDict:
+        """The model a client trains from: its own (or the initial) overlaid with what it
+        received."""
+        base = dict(own if own is not None else initial)
+        base.update(received)
+        return base
+
+    def local_objective(
+        self,
+        model: nn.Module,
+        data: ClientData,
+        received: Mapping[str, torch.Tensor],
+        ctx: ClientContext,
+    ) -> LocalObjective | None:
+        """Extra loss terms and hooks for this client's local training."""
+        return None
+
+    def select_upload(
+        self,
+        before: Mapping[str, torch.Tensor],
+        after: Mapping[str, torch.Tensor],
+        ctx: ClientContext,
+    ) -> list[str]:
+        """Names of the layers this client uploads after training."""
+        return self.all_layer_names
+
+    def init_new_client(
+        self,
+        fresh: Mapping[str, torch.Tensor],
+        package: Mapping[str, torch.Tensor],
+        ctx: ClientContext,
+    ) -> ParamDict:
+        """A new client's model: fresh random weights overlaid with the package."""
+        base = dict(fresh)
+        base.update(package)
+        return base

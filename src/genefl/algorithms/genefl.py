@@ -1,0 +1,221 @@
+"""GENE-FL (Guo, Lv, Wang, Geng: "GENE-FL: Gene-Driven Parameter-Efficient Dynamic
+Federated Learning", 2025), as fixed by SPEC §2–§6.
+
+Client (Algorithm 1): keep its own model ``theta_prev`` between rounds; compute the
+Fisher diagonal at ``theta_prev``; train with ``L_cls + lambda1 L_gen + lambda2 L_elg``
+where ``L_gen`` is a per-layer size-normalised pull toward the cluster model and
+``L_elg = ||1[F_hat > epsilon] * (theta - Theta_k)||^2``; then score each layer by how
+little it moved and upload the top-``gamma`` layers (the client's learnGene).
+
+Server (Algorithm 2): average per layer over the uploads carrying it; lower ``gamma``
+while validation accuracy holds (:class:`~genefl.method.condense.GammaSchedule`); the
+cluster learnGene is the layers chosen by at least half of the cluster's last
+participants. A new client gets the nearest cluster's learnGene and fresh weights
+elsewhere (the engine does the matching by signature).
+
+Choices made here beyond SPEC: the Fisher uses evaluation-mode normalisation; the gamma
+schedule runs in the known phase and stays fixed in the agnostic phase; a cluster that
+never had participants has an empty learnGene.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from genefl.algorithms.base import (
+    Algorithm,
+    ClientContext,
+    ClientData,
+    LocalObjective,
+    RoundReport,
+)
+from genefl.algorithms.registry import register
+from genefl.method.condense import (
+    SCORE_MEASURES,
+    GammaSchedule,
+    budgeted_layers,
+    layer_scores,
+    top_layers,
+)
+from genefl.method.fisher import fisher_diagonal, fisher_mask, minmax_normalise
+from genefl.method.losses import elastic_loss, smooth_loss
+from genefl.models.layers import Layer
+from genefl.options import option
+
+
+@dataclass(frozen=True)
+class GeneFLParams:
+    """GENE-FL's options (paper's best values as defaults)."""
+
+    lambda1: float = option(0.5, "weight of the smooth loss L_gen", minimum=0)
+    lambda2: float = option(0.05, "weight of the elastic Fisher loss L_elg", minimum=0)
+    epsilon: float = option(0.5, "Fisher threshold on F_hat in [0, 1]", minimum=0, maximum=1)
+    layer_score: str = option(
+        "paper", "layer score: paper = cos/numel (Eq. 9), cosine, l1, l2",
+        choices=SCORE_MEASURES,
+    )
+    condense: str = option(
+        "topk", "learnGene choice: top-gamma layers, or best layers within --upload-budget",
+        choices=("topk", "budget"),
+    )
+    upload_budget: float = option(
+        0.21, "budget mode: share of the model's bytes a learnGene may use",
+        minimum=0, maximum=1, exclusive_min=True,
+    )
+    gamma_start: float = option(
+        1.0, "gamma schedule: starting learnGene size, as a share of the layers",
+        minimum=0, maximum=1, exclusive_min=True,
+    )
+    gamma_floor: float = option(
+        0.25, "gamma schedule: smallest learnGene size, as a share of the layers",
+        minimum=0, maximum=1, exclusive_min=True,
+    )
+    gamma_step: int = option(1, "gamma schedule: layers removed per successful round", minimum=0)
+    gamma_tolerance: float = option(
+        0.02, "gamma schedule: accuracy drop (fraction) still counted as holding",
+        minimum=0, maximum=1,
+    )
+    fisher_chunk: int = option(128, "samples per vectorised Fisher chunk", minimum=1)
+
+
+class GeneFLObjective(LocalObjective):
+    """``lambda1 L_gen + lambda2 L_elg`` around the received cluster model."""
+
+    def __init__(
+        self,
+        anchor: Mapping[str, torch.Tensor],
+        layer_groups: Sequence[Sequence[str]],
+        masks: Mapping[str, torch.Tensor],
+        lambda1: float,
+        lambda2: float,
+        constrained_share: float,
+    ) -> None:
+        self.anchor = {k: v.detach() for k, v in anchor.items()}
+        self.layer_groups = [list(g) for g in layer_groups]
+        self.masks = dict(masks)
+        self.lambda1 = lambda1
+        self.lambda2 = lambda2
+        self.constrained_share = constrained_share
+        self._last: dict[str, float] = {}
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        """``lambda1 * L_gen + lambda2 * L_elg`` at the model's current parameters."""
+        params = dict(model.named_parameters())
+        gen = smooth_loss(params, self.anchor, self.layer_groups)
+        elg = elastic_loss(params, self.anchor, self.masks)
+        self._last = {"loss_gen": float(gen.detach()), "loss_elg": float(elg.detach())}
+        return self.lambda1 * gen + self.lambda2 * elg
+
+    def metrics(self) -> dict[str, float]:
+        """Last loss components and the share of parameters under the elastic pull."""
+        return {**self._last, "fisher_constrained_share": self.constrained_share}
+
+
+@register("genefl")
+class GeneFL(Algorithm):
+    """GENE-FL: learnGene condensation, per-cluster aggregation, learnGene initialisation."""
+
+    params_cls = GeneFLParams
+    exchanges = "learnGene (top-gamma layers)"
+    initialises = "cluster learnGene"
+    params: GeneFLParams
+
+    def __init__(self, params: GeneFLParams, layers: Sequence[Layer], num_clusters: int) -> None:
+        super().__init__(params, layers, num_clusters)
+        n = len(self.layers)
+        start = max(1, math.ceil(params.gamma_start * n))
+        floor = min(start, max(1, math.ceil(params.gamma_floor * n)))
+        self.schedule = GammaSchedule(start, floor, params.gamma_step, params.gamma_tolerance)
+        #: per cluster, the layer sets chosen by the participants of its last round
+        self.last_choices: dict[int, list[tuple[str, ...]]] = {}
+        self.model_bytes = sum(layer.nbytes for layer in self.layers)
+
+    # -- server ------------------------------------------------------------------------
+    def instructions(self, round: int, phase: str) -> dict[str, Any]:
+        """Send the current ``gamma`` (learnGene size in layers)."""
+        return {"gamma": self.schedule.gamma}
+
+    def end_round(self, report: RoundReport) -> None:
+        """Remember each cluster's choices; move the gamma schedule (known phase)."""
+        for cluster, choices in report.chosen.items():
+            if choices:
+                self.last_choices[cluster] = list(choices)
+        if report.phase == "known":
+            self.schedule.update(report.val_accuracy)
+
+    def learngene_layers(self, cluster: int) -> list[str]:
+        """Layers chosen by at least half of the cluster's last participants."""
+        choices = self.last_choices.get(cluster, [])
+        if not choices:
+            return []
+        counts = {name: 0 for name in self.all_layer_names}
+        for chosen in choices:
+            for name in chosen:
+                counts[name] += 1
+        return [name for name, c in counts.items() if 2 * c >= len(choices) and c > 0]
+
+    def summary(self) -> dict[str, Any]:
+        """Gamma schedule state and each cluster's learnGene layers."""
+        return {
+            "gamma": self.schedule.state_dict(),
+            "learngene_layers": {
+                str(k): self.learngene_layers(k) for k in range(self.num_clusters)
+            },
+        }
+
+    # -- client ------------------------------------------------------------------------
+    def start_params(
+        self,
+        received: Mapping[str, torch.Tensor],
+        own: Mapping[str, torch.Tensor] | None,
+        initial: Mapping[str, torch.Tensor],
+        ctx: ClientContext,
+    ) -> dict[str, torch.Tensor]:
+        """Keep the client's own model; a first-time client starts from the cluster's."""
+        if own is not None:
+            return dict(own)
+        return super().start_params(received, None, initial, ctx)
+
+    def local_objective(
+        self,
+        model: nn.Module,
+        data: ClientData,
+        received: Mapping[str, torch.Tensor],
+        ctx: ClientContext,
+    ) -> LocalObjective:
+        """Fisher mask at ``theta_prev`` (the start model) and the two regularisers."""
+        p = self.params
+        fisher = fisher_diagonal(model, data.x, data.y, chunk_size=p.fisher_chunk)
+        masks = fisher_mask(minmax_normalise(fisher), p.epsilon)
+        total = sum(m.numel() for m in masks.values())
+        constrained = sum(float(m.sum()) for m in masks.values())
+        masks = {k: m for k, m in masks.items() if k in received and bool(m.any())}
+        groups = [
+            [n for n in layer.param_names if n in received]
+            for layer in self.layers
+        ]
+        groups = [g for g in groups if g]
+        anchor = {k: v for k, v in received.items() if k in fisher}
+        return GeneFLObjective(
+            anchor, groups, masks, p.lambda1, p.lambda2, constrained / max(total, 1)
+        )
+
+    def select_upload(
+        self,
+        before: Mapping[str, torch.Tensor],
+        after: Mapping[str, torch.Tensor],
+        ctx: ClientContext,
+    ) -> list[str]:
+        """The learnGene: layers that moved least, top-``gamma`` or within the budget."""
+        scores = layer_scores(before, after, self.layer_params(), self.params.layer_score)
+        if self.params.condense == "budget":
+            sizes = {layer.name: layer.nbytes for layer in self.layers}
+            budget = int(self.params.upload_budget * self.model_bytes)
+            return budgeted_layers(scores, sizes, budget)
+        return top_layers(scores, int(ctx.instructions["gamma"]))

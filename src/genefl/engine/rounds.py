@@ -1,0 +1,279 @@
+"""The one round loop: known phase, then agnostic phase, for any algorithm.
+
+The engine holds the server state (cluster models, signature centers), the client
+store and the byte counters; the algorithm supplies what differs through the hooks of
+:class:`~genefl.algorithms.base.Algorithm`. Every random draw comes from a named stream
+of the run seed (:mod:`genefl.seeding`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from genefl.algorithms.base import Algorithm, ClientContext, ClientData, RoundReport, Upload
+from genefl.callbacks.base import Callback, CallbackList, ClientRoundRecord, RoundRecord
+from genefl.engine.local import LocalSettings, evaluate, train_local
+from genefl.engine.store import ClientStore
+from genefl.engine.wire import LayerChoices, Traffic, payload_bytes, select_layers
+from genefl.method.cluster import nearest_cluster, running_mean_update
+from genefl.models.layers import Layer, get_params, set_params
+from genefl.seeding import numpy_rng, torch_generator
+from genefl.types import ParamDict
+
+
+@dataclass
+class ClientTensors:
+    """One client's data on the training device."""
+
+    train: ClientData
+    val: ClientData
+    test: ClientData
+    #: flattened train pixels in [0, 1], ``(n, features)``, for its signature
+    pixels: np.ndarray
+
+
+@dataclass
+class ServerState:
+    """Everything the server keeps between rounds."""
+
+    cluster_models: list[ParamDict]
+    #: mean signature ``u_k`` per cluster ``(K, D)``
+    centers: np.ndarray
+    #: clients counted in each center ``N_k``
+    counts: list[int]
+    #: client id -> cluster
+    assignment: dict[int, int]
+    joined: set[int] = field(default_factory=set)
+
+
+@dataclass
+class PhaseLog:
+    """Per-round accuracies and counters of one phase."""
+
+    accuracies: list[float] = field(default_factory=list)
+    traffic: Traffic = field(default_factory=Traffic)
+    participations: int = 0
+    diverged: int = 0
+
+
+class Engine:
+    """Runs rounds of one algorithm over a federation, in-process."""
+
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        model: nn.Module,
+        layers: Sequence[Layer],
+        clients: Mapping[int, ClientTensors],
+        server: ServerState,
+        initial: ParamDict,
+        settings: LocalSettings,
+        seed: int,
+        callbacks: Sequence[Callback] = (),
+        fresh_model: Callable[[int], ParamDict] | None = None,
+    ) -> None:
+        self.algorithm = algorithm
+        self.model = model
+        self.layers = list(layers)
+        self.layer_map = {layer.name: layer for layer in self.layers}
+        self.clients = clients
+        self.server = server
+        self.initial = initial
+        self.settings = settings
+        self.seed = seed
+        self.callbacks = CallbackList(list(callbacks))
+        self.store = ClientStore()
+        self.model_bytes = sum(layer.nbytes for layer in self.layers)
+        self.fresh_model = fresh_model
+        self.round = 0
+
+    # -- one client ------------------------------------------------------------------
+    def _context(self, client_id: int, phase: str, instructions: dict) -> ClientContext:
+        record = self.store.get(client_id)
+        return ClientContext(
+            client_id=client_id,
+            cluster=self.server.assignment[client_id],
+            round=self.round,
+            phase=phase,
+            instructions=instructions,
+            num_samples=int(self.clients[client_id].train.y.shape[0]),
+            state=dict(record.state) if record is not None else {},
+            generator=torch_generator(self.seed, "train", self.round, client_id),
+            rng=numpy_rng(self.seed, "algorithm", self.round, client_id),
+        )
+
+    def join(self, client_id: int, signature: np.ndarray, phase: str) -> int:
+        """A new client sends its signature, is matched and initialised; returns init bytes."""
+        server = self.server
+        k = nearest_cluster(signature, server.centers)
+        server.centers[k] = running_mean_update(server.centers[k], server.counts[k], signature)
+        server.counts[k] += 1
+        server.assignment[client_id] = k
+        server.joined.add(client_id)
+        package = select_layers(
+            server.cluster_models[k], self.layer_map, self.algorithm.learngene_layers(k)
+        )
+        ctx = self._context(client_id, phase, {})
+        fresh = self.fresh_model(client_id) if self.fresh_model is not None else self.initial
+        params = self.algorithm.init_new_client(fresh, package, ctx)
+        self.store.put(client_id, params, ctx.state)
+        return payload_bytes(package)
+
+    def train_client(
+        self, client_id: int, phase: str, instructions: dict, skip_download: set[str]
+    ) -> tuple[Upload | None, ClientRoundRecord]:
+        """Download, local training and upload of one participant."""
+        algo = self.algorithm
+        k = self.server.assignment[client_id]
+        ctx = self._context(client_id, phase, instructions)
+        names = algo.download_layers(k)
+        received = select_layers(self.server.cluster_models[k], self.layer_map, names)
+        down_bytes = payload_bytes(
+            select_layers(received, self.layer_map, [n for n in names if n not in skip_download])
+        ) if skip_download else payload_bytes(received)
+        own_record = self.store.get(client_id)
+        own = own_record.params if own_record is not None else None
+        start = algo.start_params(received, own, self.initial, ctx)
+        set_params(self.model, start)
+        before = get_params(self.model, self.layers)
+        data = self.clients[client_id]
+        objective = algo.local_objective(self.model, data.train, received, ctx)
+        stats = train_local(self.model, data.train, self.settings, objective, ctx.generator)
+        metrics = objective.metrics() if objective is not None else {}
+        upload = None
+        up_layers: tuple[str, ...] = ()
+        up_bytes = 0
+        if stats.diverged:
+            test_acc = val_acc = float("nan")
+            set_params(self.model, before)
+        else:
+            after = get_params(self.model, self.layers)
+            up_layers = tuple(algo.select_upload(before, after, ctx))
+            payload = select_layers(after, self.layer_map, up_layers)
+            up_bytes = payload_bytes(payload)
+            upload = Upload(client_id, k, up_layers, payload, ctx.num_samples)
+            self.store.put(client_id, after, ctx.state)
+            test_acc = evaluate(self.model, data.test.x, data.test.y)
+            val_acc = evaluate(self.model, data.val.x, data.val.y)
+        record = ClientRoundRecord(
+            round=self.round, phase=phase, client_id=client_id, cluster=k,
+            joined=False, num_train=ctx.num_samples, test_accuracy=test_acc,
+            val_accuracy=val_acc, train_loss=stats.mean_loss, diverged=stats.diverged,
+            upload_layers=up_layers, upload_bytes=up_bytes, download_bytes=down_bytes,
+            init_bytes=0, metrics=metrics,
+        )
+        return upload, record
+
+    # -- one round -------------------------------------------------------------------
+    def run_round(
+        self, participants: Sequence[int], phase: str, phase_round: int, log: PhaseLog,
+        signatures: Mapping[int, np.ndarray] | None = None,
+    ) -> RoundRecord:
+        """One round: joins (agnostic phase), local training, per-cluster aggregation."""
+        t0 = time.perf_counter()
+        algo = self.algorithm
+        instructions = algo.instructions(self.round, phase)
+        traffic = Traffic()
+        uploads: list[Upload] = []
+        choices = LayerChoices()
+        chosen: dict[int, list[tuple[str, ...]]] = {}
+        correct = val_correct = n_test = n_val = 0.0
+        losses: list[float] = []
+        diverged = 0
+        for cid in participants:
+            init_bytes = 0
+            skip: set[str] = set()
+            joined_now = signatures is not None and cid not in self.server.joined
+            if joined_now:
+                init_bytes = self.join(cid, signatures[cid], phase)
+                traffic.signature += 4 * int(signatures[cid].size)
+                skip = set(algo.learngene_layers(self.server.assignment[cid]))
+            upload, rec = self.train_client(cid, phase, instructions, skip)
+            rec.joined = joined_now
+            rec.init_bytes = init_bytes
+            traffic.init += init_bytes
+            traffic.download += rec.download_bytes
+            traffic.full_model_upload += self.model_bytes
+            if upload is None:
+                diverged += 1
+            else:
+                uploads.append(upload)
+                traffic.upload += rec.upload_bytes
+                choices.add(upload.layers)
+                chosen.setdefault(upload.cluster, []).append(upload.layers)
+                data = self.clients[cid]
+                correct += rec.test_accuracy * data.test.y.shape[0]
+                n_test += data.test.y.shape[0]
+                if data.val.y.shape[0]:
+                    val_correct += rec.val_accuracy * data.val.y.shape[0]
+                    n_val += data.val.y.shape[0]
+                losses.append(rec.train_loss)
+            self.callbacks.on_client_end(rec)
+        by_cluster: dict[int, list[Upload]] = {}
+        for u in uploads:
+            by_cluster.setdefault(u.cluster, []).append(u)
+        for k, ups in by_cluster.items():
+            self.server.cluster_models[k] = algo.aggregate(k, self.server.cluster_models[k], ups)
+        val_acc = val_correct / n_val if n_val else float("nan")
+        acc = correct / n_test if n_test else float("nan")
+        algo.end_round(RoundReport(self.round, phase, uploads, val_acc, chosen))
+        log.traffic.add(traffic)
+        log.accuracies.append(acc)
+        log.participations += len(participants)
+        log.diverged += diverged
+        record = RoundRecord(
+            round=self.round, phase=phase, phase_round=phase_round,
+            participants=len(participants), accuracy=acc, val_accuracy=val_acc,
+            train_loss=float(np.mean(losses)) if losses else float("nan"),
+            upload_bytes=traffic.upload, download_bytes=traffic.download + traffic.init,
+            init_bytes=traffic.init, cum_upload_bytes=log.traffic.upload,
+            gamma=instructions.get("gamma"), chosen_layers=choices.render(),
+            diverged=diverged, seconds=time.perf_counter() - t0,
+        )
+        self.callbacks.on_round_end(record)
+        self.round += 1
+        return record
+
+    def run_phase(
+        self, phase: str, client_ids: Sequence[int], rounds: int, per_round: int,
+        signatures: Mapping[int, np.ndarray] | None = None,
+    ) -> PhaseLog:
+        """``rounds`` rounds, each sampling ``per_round`` of ``client_ids`` uniformly."""
+        log = PhaseLog()
+        self.callbacks.on_phase_start(phase, rounds)
+        ids = np.asarray(client_ids)
+        for r in range(rounds):
+            rng = numpy_rng(self.seed, "sample", phase, r)
+            participants = sorted(int(c) for c in rng.choice(ids, size=per_round, replace=False))
+            self.run_round(participants, phase, r, log, signatures)
+        return log
+
+    # -- evaluation ------------------------------------------------------------------
+    def evaluate_clients(self, client_ids: Sequence[int]) -> float:
+        """Sample-weighted test accuracy of each client's own model (or, if it never
+        trained, the model it would start from)."""
+        correct = total = 0.0
+        for cid in client_ids:
+            record = self.store.get(cid)
+            if record is not None:
+                params = record.params
+            else:
+                k = self.server.assignment[cid]
+                ctx = self._context(cid, "eval", {})
+                received = select_layers(
+                    self.server.cluster_models[k], self.layer_map,
+                    self.algorithm.download_layers(k),
+                )
+                params = self.algorithm.start_params(received, None, self.initial, ctx)
+            set_params(self.model, params)
+            data = self.clients[cid].test
+            correct += evaluate(self.model, data.x, data.y) * data.y.shape[0]
+            total += data.y.shape[0]
+        return correct / total if total else math.nan

@@ -1,0 +1,222 @@
+"""Set up and run one in-process simulation: data, federation, clustering, both phases."""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from genefl.algorithms.registry import get_algorithm_class
+from genefl.callbacks.base import Callback
+from genefl.config import RunConfig, resolved_dict
+from genefl.data.datasets import ImageDataset, load_dataset
+from genefl.data.federation import Federation, build_federation
+from genefl.engine.local import LocalSettings
+from genefl.engine.rounds import ClientTensors, Engine, ServerState
+from genefl.engine.wire import select_layers
+from genefl.errors import ConfigError
+from genefl.algorithms.base import ClientData
+from genefl.method.cluster import data_signature, kmeans_clusters, pacfl_clusters, subspace_basis
+from genefl.models import build_model, get_params, list_layers
+from genefl.seeding import derive_seed, numpy_rng, torch_generator
+
+#: how many of the last rounds the "last10" figures average
+LAST_ROUNDS = 10
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an unavailable CUDA device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available here; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name!r} is not a torch device ({exc})") from exc
+
+
+def client_tensors(
+    dataset: ImageDataset, federation: Federation, device: torch.device
+) -> dict[int, ClientTensors]:
+    """Normalised per-client tensors on ``device`` (per-channel train mean/std)."""
+    train = torch.from_numpy(dataset.train_images).float().div_(255.0)
+    mean = train.mean(dim=(0, 2, 3), keepdim=True)
+    std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    test = torch.from_numpy(dataset.test_images).float().div_(255.0)
+    train_x = ((train - mean) / std).to(device)
+    test_x = ((test - mean) / std).to(device)
+    train_y = torch.from_numpy(dataset.train_labels).long().to(device)
+    test_y = torch.from_numpy(dataset.test_labels).long().to(device)
+
+    def part(x: torch.Tensor, y: torch.Tensor, idx: np.ndarray) -> ClientData:
+        index = torch.from_numpy(idx.astype(np.int64)).to(device)
+        return ClientData(x.index_select(0, index), y.index_select(0, index))
+
+    out = {}
+    for split in federation.known + federation.agnostic:
+        pixels = dataset.train_images[split.train].reshape(split.train.size, -1)
+        out[split.client_id] = ClientTensors(
+            train=part(train_x, train_y, split.train),
+            val=part(train_x, train_y, split.val),
+            test=part(test_x, test_y, split.test),
+            pixels=pixels.astype(np.float32) / 255.0,
+        )
+    return out
+
+
+def cluster_known_clients(
+    clients: dict[int, ClientTensors], known_ids: Sequence[int], config: RunConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-shot clustering of the known clients' signatures: ``(labels, centers)``."""
+    bases = [subspace_basis(clients[c].pixels, config.signature_dim) for c in known_ids]
+    if config.clustering == "pacfl":
+        return pacfl_clusters(bases, config.clusters)
+    signatures = np.stack([b.flatten(order="F") for b in bases])
+    return kmeans_clusters(signatures, config.clusters, derive_seed(config.seed, "kmeans") % 2**31)
+
+
+def _mean_last(values: Sequence[float], n: int = LAST_ROUNDS) -> float:
+    tail = [v for v in values[-n:] if not math.isnan(v)]
+    return float(np.mean(tail)) if tail else math.nan
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def run_simulation(
+    config: RunConfig,
+    params: Any,
+    callbacks: Sequence[Callback] = (),
+    dataset: ImageDataset | None = None,
+) -> dict[str, Any]:
+    """Run the known phase then the agnostic phase; return the results dict.
+
+    Keys (accuracies are fractions in [0, 1], bytes are float32 wire bytes):
+    ``known_accuracy`` (every known client's own model at the end of the known phase),
+    ``known_accuracy_last10``, ``agnostic_accuracy_round0``, ``agnostic_accuracy_last10``,
+    ``upload_bytes`` / ``download_bytes`` (known phase, the paper's *Comm*),
+    ``full_model_upload_bytes``, ``learngene_bytes`` (mean cluster learnGene),
+    ``init_bytes`` (mean per new client), the ``*_agnostic`` counters, ``wall_seconds``.
+    """
+    t0 = time.perf_counter()
+    device = resolve_device(config.device)
+    if dataset is None:
+        dataset = load_dataset(config.dataset, config.data_dir)
+    federation = build_federation(
+        dataset, config.known_clients, config.agnostic_clients, config.partition,
+        config.shards, config.beta, config.val_fraction, numpy_rng(config.seed, "federation"),
+    )
+    c, h, _ = dataset.image_shape
+    model = build_model(
+        config.model, c, dataset.num_classes, h, torch_generator(config.seed, "init")
+    ).to(device)
+    layers = list_layers(model)
+    initial = get_params(model, layers)
+
+    def fresh(client_id: int) -> dict[str, torch.Tensor]:
+        m = build_model(
+            config.model, c, dataset.num_classes, h, torch_generator(config.seed, "fresh", client_id)
+        )
+        return {k: v.to(device) for k, v in get_params(m, layers).items()}
+
+    algo_cls = get_algorithm_class(config.method)
+    algorithm = algo_cls(params, layers, config.clusters)
+    algorithm.aggregate_weighting = config.aggregate_weighting
+
+    clients = client_tensors(dataset, federation, device)
+    known_ids = [s.client_id for s in federation.known]
+    agnostic_ids = [s.client_id for s in federation.agnostic]
+    labels, centers = cluster_known_clients(clients, known_ids, config)
+    server = ServerState(
+        cluster_models=[{k: v.clone() for k, v in initial.items()} for _ in range(config.clusters)],
+        centers=centers.copy(),
+        counts=[int((labels == k).sum()) for k in range(config.clusters)],
+        assignment={cid: int(k) for cid, k in zip(known_ids, labels)},
+    )
+    signature_bytes_known = 4 * sum(
+        config.signature_dim * clients[cid].pixels.shape[1] for cid in known_ids
+    )
+    settings = LocalSettings(
+        config.local_epochs, config.batch_size, config.lr, config.momentum, config.weight_decay
+    )
+    engine = Engine(
+        algorithm, model, layers, clients, server, initial, settings, config.seed,
+        callbacks, fresh_model=fresh,
+    )
+    model_bytes = engine.model_bytes
+    info = {
+        "config": resolved_dict(config, params),
+        "device": str(device),
+        "layers": [layer.name for layer in layers],
+        "model_bytes": model_bytes,
+        "known_classes": list(federation.known_classes),
+        "agnostic_classes": list(federation.agnostic_classes),
+        "cluster_sizes": list(server.counts),
+        "notes": list(federation.notes),
+        "total_rounds": config.known_rounds + config.agnostic_rounds,
+    }
+    engine.callbacks.on_run_start(info)
+
+    known = engine.run_phase("known", known_ids, config.known_rounds, config.clients_per_round)
+    known_accuracy = engine.evaluate_clients(known_ids)
+    learngene_sizes = [
+        sum(engine.layer_map[n].nbytes for n in algorithm.learngene_layers(k))
+        for k in range(config.clusters)
+    ]
+    learngene_layers = {str(k): algorithm.learngene_layers(k) for k in range(config.clusters)}
+
+    agnostic_signatures = {
+        cid: data_signature(clients[cid].pixels, config.signature_dim) for cid in agnostic_ids
+    }
+    agn = engine.run_phase(
+        "agnostic", agnostic_ids, config.agnostic_rounds, config.clients_per_round,
+        signatures=agnostic_signatures,
+    )
+    joined = len(server.joined)
+    results: dict[str, Any] = {
+        "method": config.method,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "known_accuracy": known_accuracy,
+        "known_accuracy_last10": _mean_last(known.accuracies),
+        "agnostic_accuracy_round0": agn.accuracies[0] if agn.accuracies else math.nan,
+        "agnostic_accuracy_last10": _mean_last(agn.accuracies),
+        "upload_bytes": known.traffic.upload,
+        "download_bytes": known.traffic.download,
+        "full_model_upload_bytes": known.traffic.full_model_upload,
+        "upload_bytes_agnostic": agn.traffic.upload,
+        "download_bytes_agnostic": agn.traffic.download + agn.traffic.init,
+        "full_model_upload_bytes_agnostic": agn.traffic.full_model_upload,
+        "learngene_bytes": float(np.mean(learngene_sizes)),
+        "learngene_layers": learngene_layers,
+        "init_bytes": agn.traffic.init / joined if joined else math.nan,
+        "init_bytes_total": agn.traffic.init,
+        "signature_bytes": signature_bytes_known + agn.traffic.signature,
+        "model_bytes": model_bytes,
+        "num_layers": len(layers),
+        "agnostic_joined": joined,
+        "diverged_updates": known.diverged + agn.diverged,
+        "known_round_accuracy": known.accuracies,
+        "agnostic_round_accuracy": agn.accuracies,
+        "cluster_sizes": [int((labels == k).sum()) for k in range(config.clusters)],
+        "algorithm": algorithm.summary(),
+        "device": str(device),
+        "notes": list(federation.notes),
+        "wall_seconds": time.perf_counter() - t0,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    engine.callbacks.on_run_end(results)
+    return results
+
+
+__all__ = ["run_simulation", "resolve_device", "select_layers"]

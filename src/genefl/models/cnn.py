@@ -1,0 +1,80 @@
+"""A small CNN for 8x8, 28x28 and 32x32 images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from genefl.errors import ConfigError
+
+
+class ConvBlock(nn.Module):
+    """conv3x3 (padding 1, no bias) -> BatchNorm2d -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(out_channels)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block."""
+        return self.act(self.norm(self.conv(x)))
+
+
+def _image_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    if isinstance(image_size, Sequence) and len(image_size) == 2:
+        return int(image_size[0]), int(image_size[1])
+    raise ConfigError(f"image_size must be an int or (height, width), got {image_size!r}")
+
+
+class SmallCNN(nn.Module):
+    """Four conv blocks (2x2 max-pool after blocks 2 and 4) and a two-layer head.
+
+    Layers (by ``list_layers``): ``block1.conv``, ``block1.norm``, ...,
+    ``block4.conv``, ``block4.norm``, ``fc1``, ``fc2``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: int | tuple[int, int],
+        channels: Sequence[int] = (32, 32, 64, 64),
+        hidden: int = 128,
+    ) -> None:
+        super().__init__()
+        height, width = _image_hw(image_size)
+        if height < 4 or width < 4:
+            raise ConfigError(
+                f"SmallCNN needs images of at least 4x4 pixels, got {height}x{width}"
+            )
+        channels = tuple(channels)
+        if len(channels) != 4 or any(c < 1 for c in channels):
+            raise ConfigError(f"channels must be four positive ints, got {channels!r}")
+        if in_channels < 1 or num_classes < 1 or hidden < 1:
+            raise ConfigError(
+                "in_channels, num_classes and hidden must be positive, got "
+                f"{in_channels}, {num_classes}, {hidden}"
+            )
+        self.block1 = ConvBlock(in_channels, channels[0])
+        self.block2 = ConvBlock(channels[0], channels[1])
+        self.pool1 = nn.MaxPool2d(2)
+        self.block3 = ConvBlock(channels[1], channels[2])
+        self.block4 = ConvBlock(channels[2], channels[3])
+        self.pool2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        flat = channels[3] * (height // 2 // 2) * (width // 2 // 2)
+        self.fc1 = nn.Linear(flat, hidden)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return class logits of shape ``(batch, num_classes)``."""
+        x = self.pool1(self.block2(self.block1(x)))
+        x = self.pool2(self.block4(self.block3(x)))
+        return self.fc2(self.act(self.fc1(self.flatten(x))))
