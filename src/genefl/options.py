@@ -155,7 +155,9 @@ def check_rules(obj: Any) -> None:
 def build(cls: type, values: Mapping[str, Any], source: str) -> Any:
     """Instantiate ``cls`` from raw values, coercing types; defaults fill the rest."""
     kwargs = {k: coerce(cls, k, v, source) for k, v in values.items()}
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    check_rules(obj)
+    return obj
 
 
 def as_dict(obj: Any) -> dict[str, Any]:

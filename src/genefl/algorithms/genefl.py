@@ -81,6 +81,12 @@ class GeneFLParams:
         0.02, "gamma schedule: accuracy drop (fraction) still counted as holding",
         minimum=0, maximum=1,
     )
+    gamma_patience: int = option(
+        3, "gamma schedule: accuracy failures before gamma freezes", minimum=1
+    )
+    gamma_window: int = option(
+        3, "gamma schedule: rounds of validation accuracy averaged before comparing", minimum=1
+    )
     fisher_chunk: int = option(128, "samples per vectorised Fisher chunk", minimum=1)
 
 
@@ -131,7 +137,10 @@ class GeneFL(Algorithm):
         n = len(self.layers)
         start = max(1, math.ceil(params.gamma_start * n))
         floor = min(start, max(1, math.ceil(params.gamma_floor * n)))
-        self.schedule = GammaSchedule(start, floor, params.gamma_step, params.gamma_tolerance)
+        self.schedule = GammaSchedule(
+            start, floor, params.gamma_step, params.gamma_tolerance,
+            params.gamma_patience, params.gamma_window,
+        )
         #: per cluster, the layer sets chosen by the participants of its last round
         self.last_choices: dict[int, list[tuple[str, ...]]] = {}
         self.model_bytes = sum(layer.nbytes for layer in self.layers)

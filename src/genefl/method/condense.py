@@ -108,19 +108,25 @@ class GammaSchedule:
     """Performance-driven schedule for the learnGene size ``gamma`` (in layers).
 
     Starts at ``start`` layers. After each round, if the participants' validation accuracy
-    is within ``tolerance`` of the best seen so far, ``gamma`` drops by ``step`` (never
-    below ``floor``). The first time accuracy falls further than ``tolerance`` below the
-    best, ``gamma`` returns to its previous value and the schedule freezes there: the
-    learnGene has "stabilised at a threshold" (paper §III-A).
+    (averaged over the last ``window`` rounds, to damp the noise of small validation
+    sets) is within ``tolerance`` of the best such average seen so far, ``gamma`` drops by ``step`` (never
+    below ``floor``). When accuracy falls further than ``tolerance`` below the best,
+    ``gamma`` returns to its value before the last drop; after ``patience`` such
+    failures the schedule freezes: the learnGene has "stabilised at a threshold"
+    (paper §III-A). ``patience`` absorbs the noise of a few clients' validation sets.
     """
 
     start: int
     floor: int
     step: int = 1
     tolerance: float = 0.02
+    patience: int = 3
+    window: int = 3
     gamma: int = field(init=False)
+    history: list[float] = field(init=False, default_factory=list)
     best_accuracy: float = field(init=False, default=-math.inf)
     frozen: bool = field(init=False, default=False)
+    failures: int = field(init=False, default=0)
     _previous: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -128,6 +134,8 @@ class GammaSchedule:
             raise ValueError(f"gamma floor {self.floor} must be in [1, start={self.start}]")
         if self.step < 0:
             raise ValueError("gamma step must be >= 0")
+        if self.patience < 1 or self.window < 1:
+            raise ValueError("gamma patience and window must be >= 1")
         self.gamma = self.start
         self._previous = self.start
 
@@ -135,27 +143,34 @@ class GammaSchedule:
         """Feed one round's validation accuracy in ``[0, 1]``; return the next gamma."""
         if self.frozen or math.isnan(accuracy):
             return self.gamma
+        self.history.append(float(accuracy))
+        accuracy = sum(self.history[-self.window :]) / len(self.history[-self.window :])
         if accuracy >= self.best_accuracy - self.tolerance:
             self.best_accuracy = max(self.best_accuracy, accuracy)
             self._previous = self.gamma
             self.gamma = max(self.floor, self.gamma - self.step)
         else:
             self.gamma = self._previous
-            self.frozen = True
+            self.failures += 1
+            self.frozen = self.failures >= self.patience
         return self.gamma
 
-    def state_dict(self) -> dict[str, float | int | bool]:
+    def state_dict(self) -> dict[str, object]:
         """Every figure of the schedule, for logs and checkpoints."""
         return {
             "gamma": self.gamma,
             "best_accuracy": self.best_accuracy,
             "frozen": self.frozen,
+            "failures": self.failures,
             "previous": self._previous,
+            "history": list(self.history),
         }
 
-    def load_state_dict(self, state: Mapping[str, float | int | bool]) -> None:
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
         """Restore what :meth:`state_dict` returned."""
         self.gamma = int(state["gamma"])
         self.best_accuracy = float(state["best_accuracy"])
         self.frozen = bool(state["frozen"])
+        self.failures = int(state["failures"])
+        self.history = [float(a) for a in state["history"]]
         self._previous = int(state["previous"])
