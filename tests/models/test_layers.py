@@ -29,7 +29,7 @@ def test_layer_names_kinds_and_tensor_names() -> None:
     assert norm.param_names == ("block1.norm.weight", "block1.norm.bias")
     assert norm.buffer_names == ("block1.norm.running_mean", "block1.norm.running_var")
     assert norm.tensor_names == norm.param_names + norm.buffer_names
-    assert norm.param_numel == 64 and norm.numel == 128
+    assert norm.param_numel == 32 and norm.numel == 64  # 16 channels: weight+bias, 2 stats
     assert layers[-1].param_names == ("fc2.weight", "fc2.bias")
 
 

@@ -32,8 +32,19 @@ def _image_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
     raise ConfigError(f"image_size must be an int or (height, width), got {image_size!r}")
 
 
+def _maybe_pool(height: int, width: int) -> tuple[nn.Module, int, int]:
+    """A 2x2 max-pool while the short side is >= 4 pixels, else identity."""
+    if min(height, width) >= 4:
+        return nn.MaxPool2d(2), height // 2, width // 2
+    return nn.Identity(), height, width
+
+
 class SmallCNN(nn.Module):
-    """Four conv blocks (2x2 max-pool after blocks 2 and 4) and a two-layer head.
+    """Four conv blocks and a two-layer head, cheap enough for 2 CPU cores.
+
+    A 2x2 max-pool follows blocks 1, 2 and 4, each only while the feature map is still
+    at least 4 pixels on its short side (8x8 digits: 8 -> 4 -> 2; 28x28: 28 -> 14 -> 7
+    -> 3; 32x32: 32 -> 16 -> 8 -> 4).
 
     Layers (by ``list_layers``): ``block1.conv``, ``block1.norm``, ...,
     ``block4.conv``, ``block4.norm``, ``fc1``, ``fc2``.
@@ -44,7 +55,7 @@ class SmallCNN(nn.Module):
         in_channels: int,
         num_classes: int,
         image_size: int | tuple[int, int],
-        channels: Sequence[int] = (32, 32, 64, 64),
+        channels: Sequence[int] = (16, 32, 32, 64),
         hidden: int = 128,
     ) -> None:
         super().__init__()
@@ -62,19 +73,20 @@ class SmallCNN(nn.Module):
                 f"{in_channels}, {num_classes}, {hidden}"
             )
         self.block1 = ConvBlock(in_channels, channels[0])
+        self.pool1, height, width = _maybe_pool(height, width)
         self.block2 = ConvBlock(channels[0], channels[1])
-        self.pool1 = nn.MaxPool2d(2)
+        self.pool2, height, width = _maybe_pool(height, width)
         self.block3 = ConvBlock(channels[1], channels[2])
         self.block4 = ConvBlock(channels[2], channels[3])
-        self.pool2 = nn.MaxPool2d(2)
+        self.pool3, height, width = _maybe_pool(height, width)
         self.flatten = nn.Flatten()
-        flat = channels[3] * (height // 2 // 2) * (width // 2 // 2)
+        flat = channels[3] * height * width
         self.fc1 = nn.Linear(flat, hidden)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return class logits of shape ``(batch, num_classes)``."""
-        x = self.pool1(self.block2(self.block1(x)))
-        x = self.pool2(self.block4(self.block3(x)))
+        x = self.pool2(self.block2(self.pool1(self.block1(x))))
+        x = self.pool3(self.block4(self.block3(x)))
         return self.fc2(self.act(self.fc1(self.flatten(x))))

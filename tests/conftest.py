@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny synthetic data sets and quick run configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genefl.data.datasets import ImageDataset
+
+
+def make_dataset(
+    num_classes: int = 6, per_class: int = 40, test_per_class: int = 10, size: int = 8,
+    seed: int = 0,
+) -> ImageDataset:
+    """Separable toy images: each class is a distinct bright patch plus noise."""
+    rng = np.random.default_rng(seed)
+
+    def draw(n_per: int) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = [], []
+        for c in range(num_classes):
+            base = np.zeros((1, size, size))
+            r, col = divmod(c, size // 2)
+            base[0, (2 * r) % size : (2 * r) % size + 2, 2 * col : 2 * col + 2] = 200
+            noise = rng.normal(0, 20, size=(n_per, 1, size, size))
+            images.append(np.clip(base[None] + noise + 30, 0, 255).astype(np.uint8))
+            labels.append(np.full(n_per, c, dtype=np.int64))
+        return np.concatenate(images), np.concatenate(labels)
+
+    tx, ty = draw(per_class)
+    vx, vy = draw(test_per_class)
+    return ImageDataset("toy", tx, ty, vx, vy, num_classes)
+
+
+@pytest.fixture
+def toy_dataset() -> ImageDataset:
+    return make_dataset()
