@@ -208,3 +208,14 @@ def test_cluster_means_hand() -> None:
     np.testing.assert_allclose(
         cluster_means(sigs, np.array([0, 0, 1]), 2), [[1.0, 2.0], [10.0, 10.0]]
     )
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_duplicate_signatures_do_not_send_new_clients_to_an_empty_cluster() -> None:
+    """Four identical signatures, k = 2: K-Means finds one distinct cluster.  A new
+    client with that very signature (distance 0 to the populated cluster) must be
+    matched to the populated cluster."""
+    sigs = np.ones((4, 3))
+    labels, centers = kmeans_clusters(sigs, k=2, seed=0)
+    populated = int(labels[0])
+    assert nearest_cluster(np.ones(3), centers) == populated

@@ -105,16 +105,25 @@ def pacfl_clusters(bases: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.
 
 
 def cluster_means(signatures: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Mean signature ``u_k`` of each cluster ``(k, D)``."""
-    return np.stack([signatures[labels == c].mean(axis=0) for c in range(k)])
+    """Mean signature ``u_k`` of each cluster ``(k, D)``; an empty cluster's row is NaN
+    (it can happen when fewer than ``k`` signatures are distinct) and is never nearest."""
+    out = np.full((k, signatures.shape[1]), np.nan)
+    for c in range(k):
+        members = signatures[labels == c]
+        if len(members):
+            out[c] = members.mean(axis=0)
+    return out
 
 
 def nearest_cluster(signature: np.ndarray, centers: np.ndarray) -> int:
     """Index of the center nearest in Euclidean distance (Eq. 12); ties → lowest index."""
     d = np.linalg.norm(np.asarray(centers) - np.asarray(signature)[None, :], axis=1)
+    d = np.where(np.isfinite(d), d, np.inf)
     return int(np.argmin(d))
 
 
 def running_mean_update(center: np.ndarray, count: int, signature: np.ndarray) -> np.ndarray:
     """``u_k <- (N_k u_k + u_i) / (N_k + 1)`` (Algorithm 2, line 11)."""
+    if count == 0:
+        return np.asarray(signature, dtype=np.float64).copy()
     return (count * np.asarray(center) + np.asarray(signature)) / (count + 1)
