@@ -29,7 +29,7 @@ def _add_fields(group: argparse._ArgumentGroup, cls: type, seen: set[str]) -> No
         tp, _ = base_type(cls, f)
         metavar = {int: "INT", float: "FLOAT", str: "STR", bool: "BOOL"}.get(tp, "VALUE")
         help_text = f"{rule.help} [{rule.describe()}; default: {f.default}]"
-        if rule.choices:
+        if rule.choices or (rule.minimum is None and rule.maximum is None):
             help_text = f"{rule.help} [default: {f.default}]"
         group.add_argument(
             flag(f.name), dest=f.name, metavar=metavar if not rule.choices else None,

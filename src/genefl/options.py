@@ -33,6 +33,8 @@ class Rule:
         """Human-readable accepted range, e.g. ``in (0, 1]`` or ``one of a, b``."""
         if self.choices is not None:
             return "one of " + ", ".join(self.choices)
+        if self.minimum is None and self.maximum is None:
+            return "any value"
         lo = "-inf" if self.minimum is None else _fmt(self.minimum)
         hi = "inf" if self.maximum is None else _fmt(self.maximum)
         if self.maximum is None:
