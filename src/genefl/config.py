@@ -29,7 +29,8 @@ MODEL_NAMES = ("cnn", "resnet18")
 class RunConfig:
     """The protocol of one run. Defaults are a scaled-down digits run (< 2 min on 2 CPUs);
     training hyperparameters are the paper's (batch 64, SGD lr 0.01, momentum 0.9,
-    10 local epochs, K = 4, s = 4)."""
+    10 local epochs, K = 4, s = 4).
+    """
 
     method: str = option("genefl", "federated algorithm (see `genefl methods`)")
     dataset: str = option("digits", "data set", choices=DATASET_NAMES)

@@ -78,7 +78,9 @@ def _before_after(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, 
     before = _state(model)
     after = {k: v.clone() for k, v in before.items()}
     g = torch.Generator().manual_seed(5)
-    after["0.weight"] += 0.01 * torch.randn(after["0.weight"].shape, generator=g, dtype=torch.float64)
+    after["0.weight"] += 0.01 * torch.randn(
+        after["0.weight"].shape, generator=g, dtype=torch.float64
+    )
     after["1.weight"] = torch.tensor([1.2, 0.2], dtype=torch.float64)
     after["1.bias"] = torch.tensor([0.6, -0.2], dtype=torch.float64)
     after["1.running_mean"] = torch.tensor([50.0, -50.0], dtype=torch.float64)
@@ -242,7 +244,9 @@ def _loop_fisher(model: nn.Module, data: ClientData) -> dict[str, torch.Tensor]:
 def _perturbed(model: nn.Module, layer_names: list[str]) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(9)
     state = {
-        k: v + 0.3 * torch.randn(v.shape, generator=g, dtype=v.dtype) if v.is_floating_point() else v
+        k: v + 0.3 * torch.randn(v.shape, generator=g, dtype=v.dtype)
+        if v.is_floating_point()
+        else v
         for k, v in _state(model).items()
     }
     layers = {layer.name: layer for layer in list_layers(model)}

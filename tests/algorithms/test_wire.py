@@ -29,7 +29,11 @@ def _tiny_model() -> nn.Sequential:
 
 
 def test_payload_bytes_is_element_count_times_four() -> None:
-    payload = {"a": torch.zeros(2, 3, dtype=torch.float64), "b": torch.zeros(4), "c": torch.zeros(0)}
+    payload = {
+        "a": torch.zeros(2, 3, dtype=torch.float64),
+        "b": torch.zeros(4),
+        "c": torch.zeros(0),
+    }
     assert payload_bytes(payload) == (6 + 4 + 0) * 4
     assert payload_bytes({}) == 0
 

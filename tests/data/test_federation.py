@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import make_dataset
+
 from genefl.data.datasets import load_dataset
 from genefl.data.federation import build_federation
 from genefl.errors import ConfigError

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import make_dataset
+
 from genefl.algorithms.registry import algorithm_names
 from genefl.callbacks.base import Callback, ClientRoundRecord, RoundRecord
 from genefl.config import resolve

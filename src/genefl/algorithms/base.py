@@ -172,7 +172,8 @@ class Algorithm:
         ctx: ClientContext,
     ) -> ParamDict:
         """The model a client trains from: its own (or the initial) overlaid with what it
-        received."""
+        received.
+        """
         base = dict(own if own is not None else initial)
         base.update(received)
         return base

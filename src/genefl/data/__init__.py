@@ -1,0 +1,1 @@
+"""Data sets, partitioners and the federation of known and agnostic clients."""

@@ -1,0 +1,1 @@
+"""The in-process engine: round loop, local loop, client store, wire."""

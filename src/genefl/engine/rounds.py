@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from torch import nn
 
 from genefl.algorithms.base import Algorithm, ClientContext, ClientData, RoundReport, Upload
@@ -258,7 +257,8 @@ class Engine:
     # -- evaluation ------------------------------------------------------------------
     def evaluate_clients(self, client_ids: Sequence[int]) -> float:
         """Sample-weighted test accuracy of each client's own model (or, if it never
-        trained, the model it would start from)."""
+        trained, the model it would start from).
+        """
         correct = total = 0.0
         for cid in client_ids:
             record = self.store.get(cid)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genefl.algorithms.base import ClientData
 from genefl.algorithms.registry import get_algorithm_class
 from genefl.callbacks.base import Callback
 from genefl.config import RunConfig, resolved_dict
@@ -19,9 +20,7 @@ from genefl.data.datasets import ImageDataset, load_dataset
 from genefl.data.federation import Federation, build_federation
 from genefl.engine.local import LocalSettings
 from genefl.engine.rounds import ClientTensors, Engine, ServerState
-from genefl.engine.wire import select_layers
 from genefl.errors import ConfigError
-from genefl.algorithms.base import ClientData
 from genefl.method.cluster import data_signature, kmeans_clusters, pacfl_clusters, subspace_basis
 from genefl.models import build_model, get_params, list_layers
 from genefl.seeding import derive_seed, numpy_rng, torch_generator
@@ -124,9 +123,8 @@ def run_simulation(
     initial = get_params(model, layers)
 
     def fresh(client_id: int) -> dict[str, torch.Tensor]:
-        m = build_model(
-            config.model, c, dataset.num_classes, h, torch_generator(config.seed, "fresh", client_id)
-        )
+        gen = torch_generator(config.seed, "fresh", client_id)
+        m = build_model(config.model, c, dataset.num_classes, h, gen)
         return {k: v.to(device) for k, v in get_params(m, layers).items()}
 
     algo_cls = get_algorithm_class(config.method)
@@ -218,5 +216,3 @@ def run_simulation(
     engine.callbacks.on_run_end(results)
     return results
 
-
-__all__ = ["run_simulation", "resolve_device", "select_layers"]

@@ -53,7 +53,9 @@ def pack(params: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 def unpack(arrays: Mapping[str, np.ndarray], device: torch.device | str = "cpu") -> ParamDict:
     """Inverse of :func:`pack`."""
-    return {k: torch.as_tensor(np.asarray(a, dtype=np.float32)).to(device) for k, a in arrays.items()}
+    return {
+        k: torch.tensor(np.asarray(a, dtype=np.float32), device=device) for k, a in arrays.items()
+    }
 
 
 @dataclass

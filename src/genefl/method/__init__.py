@@ -1,0 +1,1 @@
+"""GENE-FL math as pure functions: Fisher, losses, condensation, clustering, aggregation."""

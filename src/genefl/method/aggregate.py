@@ -26,6 +26,7 @@ def average_layers(
 
     Returns:
         A new dict with every name of ``current``.
+
     """
     if weights is None:
         weights = [1.0] * len(uploads)

@@ -41,6 +41,7 @@ def subspace_basis(samples: np.ndarray, p: int = 5) -> np.ndarray:
 
     Returns:
         ``(features, p)`` float64 basis with canonical signs.
+
     """
     x = np.asarray(samples, dtype=np.float64)
     if x.ndim != 2:
@@ -106,7 +107,8 @@ def pacfl_clusters(bases: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.
 
 def cluster_means(signatures: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Mean signature ``u_k`` of each cluster ``(k, D)``; an empty cluster's row is NaN
-    (it can happen when fewer than ``k`` signatures are distinct) and is never nearest."""
+    (it can happen when fewer than ``k`` signatures are distinct) and is never nearest.
+    """
     out = np.full((k, signatures.shape[1]), np.nan)
     for c in range(k):
         members = signatures[labels == c]

@@ -54,6 +54,7 @@ def layer_scores(
         before, after: tensors keyed by name, before and after local training.
         layer_params: layer name -> names of its parameter tensors (buffers excluded).
         measure: one of :data:`SCORE_MEASURES`.
+
     """
     if measure not in SCORE_MEASURES:
         raise ValueError(f"unknown layer score measure {measure!r}; choose from {SCORE_MEASURES}")
@@ -109,9 +110,9 @@ class GammaSchedule:
 
     Starts at ``start`` layers. After each round, if the participants' validation accuracy
     (averaged over the last ``window`` rounds, to damp the noise of small validation
-    sets) is within ``tolerance`` of the best such average seen so far, ``gamma`` drops by ``step`` (never
-    below ``floor``). When accuracy falls further than ``tolerance`` below the best,
-    ``gamma`` returns to its value before the last drop; after ``patience`` such
+    sets) is within ``tolerance`` of the best such average seen so far, ``gamma`` drops
+    by ``step`` (never below ``floor``). When accuracy falls further than ``tolerance``
+    below the best, ``gamma`` returns to its value before the last drop; after ``patience`` such
     failures the schedule freezes: the learnGene has "stabilised at a threshold"
     (paper §III-A). ``patience`` absorbs the noise of a few clients' validation sets.
     """

@@ -35,6 +35,7 @@ def fisher_diagonal(
     Returns:
         ``{param_name: tensor}`` of the parameter's shape, the mean over the ``n``
         samples of squared per-sample gradients.
+
     """
     if inputs.shape[0] == 0:
         raise ValueError("fisher_diagonal needs at least one sample")

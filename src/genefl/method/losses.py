@@ -20,6 +20,7 @@ def smooth_loss(
         layer_groups: for each layer, the names of its parameter tensors; ``numel(l)``
             is the total element count of the group, so a large layer does not dominate
             a small one.
+
     """
     terms = []
     for names in layer_groups:

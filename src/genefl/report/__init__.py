@@ -1,0 +1,1 @@
+"""Reports of results: summary tables."""
