@@ -185,19 +185,26 @@ def test_learngene_layers_majority_of_last_participants() -> None:
     participants; 'at least half' means 2 * count >= 3 -> conv and bn."""
     model = _tiny_model()
     alg = _genefl(model)
-    assert alg.learngene_layers(0) == []  # no participants yet
+    assert alg.cluster_learngene(0) == []  # no participants yet
     alg.end_round(_report({0: [("0", "1"), ("0",), ("1", "4")]}))
-    assert alg.learngene_layers(0) == ["0", "1"]
-    assert alg.learngene_layers(1) == []
+    assert alg.cluster_learngene(0) == ["0", "1"]
+    assert alg.cluster_learngene(1) == []
     # an empty choice list for the cluster keeps the previous round's choices
     alg.end_round(_report({0: []}))
-    assert alg.learngene_layers(0) == ["0", "1"]
+    assert alg.cluster_learngene(0) == ["0", "1"]
     # exactly half counts; the result is in model order
     alg.end_round(_report({0: [("4",), ("4", "0"), ("0",), ("1",)], 1: [("1",)]}))
-    assert alg.learngene_layers(0) == ["0", "4"]
-    assert alg.learngene_layers(1) == ["1"]
+    assert alg.cluster_learngene(0) == ["0", "4"]
+    assert alg.cluster_learngene(1) == ["1"]
     summary = alg.summary()
-    assert summary["learngene_layers"] == {"0": ["0", "4"], "1": ["1"]}
+    assert summary["cluster_learngene_layers"] == {"0": ["0", "4"], "1": ["1"]}
+    # what a new client downloads: the cluster learnGene without the classifier head "4"
+    assert alg.learngene_layers(0) == ["0"]
+    assert alg.learngene_layers(1) == ["1"]
+    assert summary["classifier_head"] == "4"
+    inherit = GeneFL(GeneFLParams(inherit_head=True), list_layers(model), num_clusters=2)
+    inherit.end_round(_report({0: [("0", "4")]}))
+    assert inherit.learngene_layers(0) == ["0", "4"]
 
 
 # -- client: start model -------------------------------------------------------------

@@ -15,7 +15,9 @@ elsewhere (the engine does the matching by signature).
 
 Choices made here beyond SPEC: the Fisher uses evaluation-mode normalisation; the gamma
 schedule runs in the known phase and stays fixed in the agnostic phase; a cluster that
-never had participants has an empty learnGene.
+never had participants has an empty learnGene; the classifier head (last linear layer) is
+never sent to a new client unless ``inherit_head`` (SPEC §5: "fresh random initialisation
+for every other layer, the classifier head included").
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from genefl.method.condense import (
 )
 from genefl.method.fisher import fisher_diagonal, fisher_mask, minmax_normalise
 from genefl.method.losses import elastic_loss, smooth_loss
-from genefl.models.layers import Layer
+from genefl.models.layers import Layer, head_layer
 from genefl.options import option
 
 
@@ -86,6 +88,10 @@ class GeneFLParams:
     )
     gamma_window: int = option(
         3, "gamma schedule: rounds of validation accuracy averaged before comparing", minimum=1
+    )
+    inherit_head: bool = option(
+        False, "new clients also inherit the classifier head if it is in the learnGene "
+        "(SPEC §5: by default the head is fresh, its classes are new)",
     )
     fisher_chunk: int = option(128, "samples per vectorised Fisher chunk", minimum=1)
 
@@ -144,6 +150,7 @@ class GeneFL(Algorithm):
         #: per cluster, the layer sets chosen by the participants of its last round
         self.last_choices: dict[int, list[tuple[str, ...]]] = {}
         self.model_bytes = sum(layer.nbytes for layer in self.layers)
+        self.head = head_layer(self.layers)
 
     # -- server ------------------------------------------------------------------------
     def instructions(self, round: int, phase: str) -> dict[str, Any]:
@@ -158,8 +165,8 @@ class GeneFL(Algorithm):
         if report.phase == "known":
             self.schedule.update(report.val_accuracy)
 
-    def learngene_layers(self, cluster: int) -> list[str]:
-        """Layers chosen by at least half of the cluster's last participants."""
+    def cluster_learngene(self, cluster: int) -> list[str]:
+        """Layers chosen by at least half of the cluster's last participants (SPEC §4)."""
         choices = self.last_choices.get(cluster, [])
         if not choices:
             return []
@@ -169,13 +176,22 @@ class GeneFL(Algorithm):
                 counts[name] += 1
         return [name for name, c in counts.items() if 2 * c >= len(choices) and c > 0]
 
+    def learngene_layers(self, cluster: int) -> list[str]:
+        """What a new client downloads: the cluster learnGene, without the classifier head
+        unless ``inherit_head`` (a new client's classes are new, SPEC §5)."""
+        layers = self.cluster_learngene(cluster)
+        if self.params.inherit_head:
+            return layers
+        return [name for name in layers if name != self.head]
+
     def summary(self) -> dict[str, Any]:
         """Gamma schedule state and each cluster's learnGene layers."""
         return {
             "gamma": self.schedule.state_dict(),
-            "learngene_layers": {
-                str(k): self.learngene_layers(k) for k in range(self.num_clusters)
+            "cluster_learngene_layers": {
+                str(k): self.cluster_learngene(k) for k in range(self.num_clusters)
             },
+            "classifier_head": self.head,
         }
 
     # -- client ------------------------------------------------------------------------

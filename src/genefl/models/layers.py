@@ -148,3 +148,11 @@ def set_params(model: nn.Module, params: Mapping[str, torch.Tensor]) -> None:
 def model_nbytes(layers: Iterable[Layer]) -> int:
     """Return the total wire bytes of ``layers``."""
     return sum(layer.nbytes for layer in layers)
+
+
+def head_layer(layers: Sequence[Layer]) -> str:
+    """Name of the classifier head: the last linear layer in model order."""
+    for layer in reversed(layers):
+        if layer.kind == "linear":
+            return layer.name
+    raise ValueError("the model has no linear layer to serve as classifier head")
