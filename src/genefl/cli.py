@@ -82,7 +82,7 @@ def _output_dir(config: RunConfig, overwrite: bool) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything, run, print the summary and write the files."""
     from genefl.callbacks import ClientLog, ProgressBar, ResultsJSON, RoundsCSV
-    from genefl.data.datasets import check_dataset_files
+    from genefl.data.datasets import check_dataset_files, load_dataset
     from genefl.engine.simulation import resolve_device, run_simulation
     from genefl.report.summary import format_summary
 
@@ -94,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config, params = resolve(file_values, overrides, source=args.config or "the command line")
     resolve_device(config.device)
     check_dataset_files(config.dataset, config.data_dir)
+    dataset = load_dataset(config.dataset, config.data_dir)  # corrupt files fail here
     out = _output_dir(config, args.overwrite)
     (out / "config.toml").write_text(
         "# resolved configuration of this run (usable with --config)\n"
@@ -105,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ResultsJSON(out / "results.json"),
         ProgressBar(disable=args.quiet),
     ]
-    results = run_simulation(config, params, callbacks)
+    results = run_simulation(config, params, callbacks, dataset=dataset)
     for note in results["notes"]:
         print(f"note: {note}")
     print(format_summary(results))

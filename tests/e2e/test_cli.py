@@ -122,3 +122,41 @@ def test_fashion_mnist_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     assert results["known_accuracy"] > 0.5
+
+
+def _write_tiny_cifar10(root: Path, per_batch: int = 40) -> None:
+    """Real CIFAR-10 python-pickle layout with balanced random images."""
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for k, name in enumerate(names):
+        rng = np.random.default_rng(k)
+        batch = {
+            b"labels": [i % 10 for i in range(per_batch)],
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+        }
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh, protocol=2)
+
+
+@pytest.mark.parametrize("model", ["cnn", pytest.param("resnet18", marks=pytest.mark.slow)])
+def test_cifar10_files_run_end_to_end(model: str, tmp_path: Path) -> None:
+    """A data directory in torchvision's CIFAR-10 layout runs through the whole pipeline."""
+    _write_tiny_cifar10(tmp_path / "data")
+    out = tmp_path / "o"
+    code = main([
+        "run", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model", model,
+        "--known-clients", "2", "--agnostic-clients", "2", "--clusters", "1",
+        "--clients-per-round", "2", "--known-rounds", "1", "--agnostic-rounds", "1",
+        "--local-epochs", "1", "--shards", "2", "--quiet", "--output-dir", str(out),
+    ])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["run"]["model_bytes"] == results["model_bytes"]
+    if model == "resnet18":
+        assert results["num_layers"] == 41
+        assert 11.1e6 < results["model_bytes"] / 4 < 11.3e6

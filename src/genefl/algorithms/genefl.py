@@ -178,7 +178,8 @@ class GeneFL(Algorithm):
 
     def learngene_layers(self, cluster: int) -> list[str]:
         """What a new client downloads: the cluster learnGene, without the classifier head
-        unless ``inherit_head`` (a new client's classes are new, SPEC §5)."""
+        unless ``inherit_head`` (a new client's classes are new, SPEC §5).
+        """
         layers = self.cluster_learngene(cluster)
         if self.params.inherit_head:
             return layers
