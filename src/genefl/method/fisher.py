@@ -18,6 +18,10 @@ from torch.func import functional_call, grad, vmap
 from genefl.types import ParamDict
 
 
+#: Upper bound on the per-sample gradients held at once (bytes); the chunk shrinks to fit.
+PER_SAMPLE_BUDGET_BYTES = 1 << 30
+
+
 def fisher_diagonal(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -30,7 +34,9 @@ def fisher_diagonal(
         model: the network; its train/eval mode is restored afterwards.
         inputs: ``(n, C, H, W)`` float tensor on the model's device.
         labels: ``(n,)`` int64 class indices.
-        chunk_size: samples per vectorised chunk (memory vs. speed).
+        chunk_size: samples per vectorised chunk (memory vs. speed); lowered so that a
+            chunk's per-sample gradients fit :data:`PER_SAMPLE_BUDGET_BYTES` (ResNet-18:
+            about 22 samples per GiB).
 
     Returns:
         ``{param_name: tensor}`` of the parameter's shape, the mean over the ``n``
@@ -50,6 +56,8 @@ def fisher_diagonal(
             return F.cross_entropy(logits, y.unsqueeze(0))
 
         per_sample_grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+        n_params = sum(p.numel() for p in params.values())
+        chunk_size = max(1, min(chunk_size, PER_SAMPLE_BUDGET_BYTES // max(4 * n_params, 1)))
         total = {k: torch.zeros_like(p) for k, p in params.items()}
         for start in range(0, inputs.shape[0], chunk_size):
             grads = per_sample_grads(
