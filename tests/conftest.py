@@ -34,3 +34,24 @@ def make_dataset(
 @pytest.fixture
 def toy_dataset() -> ImageDataset:
     return make_dataset()
+
+
+def tiny_conv_bn_linear(
+    bn_weight: list[float], bn_bias: list[float], running_mean: list[float],
+    running_var: list[float],
+):
+    """Conv(1->2, 3x3) + BatchNorm(2) + ReLU + Linear(18 -> 3) in float64 on 5x5 inputs,
+    with the given batch-norm affine parameters and running statistics."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3)
+    ).double()
+    with torch.no_grad():
+        bn = model[1]
+        for tensor, values in ((bn.weight, bn_weight), (bn.bias, bn_bias),
+                               (bn.running_mean, running_mean), (bn.running_var, running_var)):
+            tensor.copy_(torch.tensor(values, dtype=torch.float64))
+    return model

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_conv_bn_linear
 from torch import nn
 
 from genefl.algorithms.base import (
@@ -35,17 +36,7 @@ LAYER_PARAMS = {
 
 
 def _tiny_model() -> nn.Sequential:
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3)
-    ).double()
-    with torch.no_grad():
-        bn = model[1]
-        bn.weight.copy_(torch.tensor([1.2, 0.8], dtype=torch.float64))
-        bn.bias.copy_(torch.tensor([0.1, -0.2], dtype=torch.float64))
-        bn.running_mean.copy_(torch.tensor([0.3, -0.1], dtype=torch.float64))
-        bn.running_var.copy_(torch.tensor([1.7, 0.6], dtype=torch.float64))
-    return model
+    return tiny_conv_bn_linear([1.2, 0.8], [0.1, -0.2], [0.3, -0.1], [1.7, 0.6])
 
 
 def _ctx(gamma: int = 2, **instructions: object) -> ClientContext:

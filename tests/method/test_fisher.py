@@ -5,25 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_conv_bn_linear
 from torch import nn
 
 from genefl.method.fisher import fisher_diagonal, fisher_mask, minmax_normalise
 
 
 def _tiny_model() -> nn.Sequential:
-    """Conv(1->2, 3x3) + BatchNorm(2) + ReLU + Linear(18 -> 3), float64, with
-    non-trivial batch-norm affine parameters and running statistics."""
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3)
-    ).double()
-    with torch.no_grad():
-        bn = model[1]
-        bn.weight.copy_(torch.tensor([1.5, -0.7], dtype=torch.float64))
-        bn.bias.copy_(torch.tensor([0.2, 0.3], dtype=torch.float64))
-        bn.running_mean.copy_(torch.tensor([0.4, -0.3], dtype=torch.float64))
-        bn.running_var.copy_(torch.tensor([2.5, 0.3], dtype=torch.float64))
-    return model
+    return tiny_conv_bn_linear([1.5, -0.7], [0.2, 0.3], [0.4, -0.3], [2.5, 0.3])
 
 
 def _data(n: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
