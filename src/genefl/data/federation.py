@@ -46,11 +46,6 @@ class Federation:
     agnostic: list[ClientSplit]
     notes: list[str] = field(default_factory=list)
 
-    def client(self, client_id: int) -> ClientSplit:
-        """The client with this id."""
-        n = len(self.known)
-        return self.known[client_id] if client_id < n else self.agnostic[client_id - n]
-
 
 def split_classes(num_classes: int, rng: np.random.Generator) -> tuple[list[int], list[int]]:
     """Seeded 50/50 split of class ids into (known, agnostic), each sorted."""

@@ -20,7 +20,13 @@ from genefl.algorithms.base import Algorithm, ClientContext, ClientData, RoundRe
 from genefl.callbacks.base import Callback, CallbackList, ClientRoundRecord, RoundRecord
 from genefl.engine.local import LocalSettings, evaluate, train_local
 from genefl.engine.store import ClientStore
-from genefl.engine.wire import LayerChoices, Traffic, payload_bytes, select_layers
+from genefl.engine.wire import (
+    LayerChoices,
+    Traffic,
+    layers_bytes,
+    payload_bytes,
+    select_layers,
+)
 from genefl.method.cluster import nearest_cluster, running_mean_update
 from genefl.models.layers import Layer, get_params, set_params
 from genefl.seeding import numpy_rng, torch_generator
@@ -58,7 +64,6 @@ class PhaseLog:
 
     accuracies: list[float] = field(default_factory=list)
     traffic: Traffic = field(default_factory=Traffic)
-    participations: int = 0
     diverged: int = 0
 
 
@@ -134,9 +139,7 @@ class Engine:
         ctx = self._context(client_id, phase, instructions)
         names = algo.download_layers(k)
         received = select_layers(self.server.cluster_models[k], self.layer_map, names)
-        down_bytes = payload_bytes(
-            select_layers(received, self.layer_map, [n for n in names if n not in skip_download])
-        ) if skip_download else payload_bytes(received)
+        down_bytes = layers_bytes(self.layer_map, [n for n in names if n not in skip_download])
         own_record = self.store.get(client_id)
         own = own_record.params if own_record is not None else None
         start = algo.start_params(received, own, self.initial, ctx)
@@ -225,7 +228,6 @@ class Engine:
         algo.end_round(RoundReport(self.round, phase, uploads, val_acc, chosen))
         log.traffic.add(traffic)
         log.accuracies.append(acc)
-        log.participations += len(participants)
         log.diverged += diverged
         record = RoundRecord(
             round=self.round, phase=phase, phase_round=phase_round,

@@ -17,7 +17,6 @@ from torch.func import functional_call, grad, vmap
 
 from genefl.types import ParamDict
 
-
 #: Upper bound on the per-sample gradients held at once (bytes); the chunk shrinks to fit.
 PER_SAMPLE_BUDGET_BYTES = 1 << 30
 
