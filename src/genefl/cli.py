@@ -82,7 +82,7 @@ def _output_dir(config: RunConfig, overwrite: bool) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything, run, print the summary and write the files."""
     from genefl.callbacks import ClientLog, ProgressBar, ResultsJSON, RoundsCSV
-    from genefl.data.datasets import check_dataset_files, load_dataset
+    from genefl.data.datasets import load_dataset
     from genefl.engine.simulation import resolve_device, run_simulation
     from genefl.report.summary import format_summary
 
@@ -93,8 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     config, params = resolve(file_values, overrides, source=args.config or "the command line")
     resolve_device(config.device)
-    check_dataset_files(config.dataset, config.data_dir)
-    dataset = load_dataset(config.dataset, config.data_dir)  # corrupt files fail here
+    dataset = load_dataset(config.dataset, config.data_dir)  # missing/corrupt files fail here
     out = _output_dir(config, args.overwrite)
     (out / "config.toml").write_text(
         "# resolved configuration of this run (usable with --config)\n"

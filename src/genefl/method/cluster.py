@@ -126,6 +126,4 @@ def nearest_cluster(signature: np.ndarray, centers: np.ndarray) -> int:
 
 def running_mean_update(center: np.ndarray, count: int, signature: np.ndarray) -> np.ndarray:
     """``u_k <- (N_k u_k + u_i) / (N_k + 1)`` (Algorithm 2, line 11)."""
-    if count == 0:
-        return np.asarray(signature, dtype=np.float64).copy()
     return (count * np.asarray(center) + np.asarray(signature)) / (count + 1)
