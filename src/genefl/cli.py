@@ -1,4 +1,4 @@
-"""Command-line interface: ``genefl run`` and ``genefl methods``."""
+"""Command-line interface: ``genefl run``, ``genefl compare`` and ``genefl methods``."""
 
 from __future__ import annotations
 
@@ -38,27 +38,72 @@ def _add_fields(group: argparse._ArgumentGroup, cls: type, seen: set[str]) -> No
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``genefl`` argument parser (options generated from the config dataclasses)."""
+def _add_common(parser: argparse.ArgumentParser, with_method: bool) -> None:
+    """Options shared by ``run`` and ``compare``: files, presets, protocol, method options."""
     from genefl.algorithms.registry import algorithm_names, get_algorithm_class
+    from genefl.presets import PRESETS
 
-    parser = _Parser(prog="genefl", description="GENE-FL and baselines for dynamic agnostic FL.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser("run", help="run one method (default: GENE-FL on digits)")
-    run.add_argument("--config", metavar="FILE", help="TOML file of options (options override it)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument(
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML file of options (options override it)"
+    )
+    parser.add_argument(
+        "--preset", choices=list(PRESETS), default=None,
+        help="start from a named protocol: paper (SPEC §1 scale, ResNet-18, for a GPU) or ci "
+        "(Fashion-MNIST, small CNN, minutes on a CPU); --config and options override it",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
         "--overwrite", action="store_true",
         help="allow writing into an output directory that already holds results",
     )
-    seen: set[str] = set()
-    _add_fields(run.add_argument_group("protocol"), RunConfig, seen)
+    seen: set[str] = set() if with_method else {"method"}
+    _add_fields(parser.add_argument_group("protocol"), RunConfig, seen)
     for name in algorithm_names():
         cls = get_algorithm_class(name)
         if option_fields(cls.params_cls):
-            _add_fields(run.add_argument_group(f"{name} options"), cls.params_cls, seen)
+            _add_fields(parser.add_argument_group(f"{name} options"), cls.params_cls, seen)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``genefl`` argument parser (options generated from the config dataclasses)."""
+    parser = _Parser(prog="genefl", description="GENE-FL and baselines for dynamic agnostic FL.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run one method (default: GENE-FL on digits)")
+    _add_common(run, with_method=True)
+    compare = sub.add_parser(
+        "compare", help="run several methods side by side and write the paper's tables"
+    )
+    compare.add_argument(
+        "--methods", default=None,
+        help="'all' or a comma-separated list of methods (see `genefl methods`) [default: all]",
+    )
+    compare.add_argument(
+        "--repeats", default=None, metavar="INT",
+        help="seeds per method (seed, seed+1, ...); tables show mean ± std "
+        "[default: the preset's, else 1]",
+    )
+    _add_common(compare, with_method=False)
     sub.add_parser("methods", help="list the registered methods")
     return parser
+
+
+#: keys of the command line that are not run options
+_NOT_OPTIONS = ("command", "config", "quiet", "overwrite", "preset", "methods", "repeats")
+
+
+def _merged_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Preset < config file < command-line options, as one flat dict."""
+    from genefl.presets import preset_values
+
+    values = preset_values(args.preset)
+    if args.config:
+        values.update(load_toml(args.config))
+    values.update({k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS})
+    return values
+
+
+def _source(args: argparse.Namespace) -> str:
+    return args.config or "the command line"
 
 
 def _output_dir(config: RunConfig, overwrite: bool) -> Path:
@@ -86,12 +131,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from genefl.engine.simulation import resolve_device, run_simulation
     from genefl.report.summary import format_summary
 
-    file_values: dict[str, Any] = load_toml(args.config) if args.config else {}
-    overrides = {
-        k: v for k, v in vars(args).items()
-        if k not in ("command", "config", "quiet", "overwrite")
-    }
-    config, params = resolve(file_values, overrides, source=args.config or "the command line")
+    values = _merged_values(args)
+    values.pop("repeats", None)  # a comparison setting of presets
+    values.pop("methods", None)
+    config, params = resolve(values, {}, source=_source(args))
     resolve_device(config.device)
     dataset = load_dataset(config.dataset, config.data_dir)  # missing/corrupt files fail here
     out = _output_dir(config, args.overwrite)
@@ -113,6 +156,63 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repeats(value: Any, source: str) -> int:
+    try:
+        repeats = int(value)
+        if isinstance(value, float) or repeats < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"--repeats must be an integer >= 1; got {value!r} ({source})") from None
+    return repeats
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Validate every run, then run (or reuse) them and write the tables and plots."""
+    from genefl.compare import COMPARE_FILES, parse_methods, plan_runs, run_comparison
+    from genefl.data.datasets import load_dataset
+    from genefl.engine.simulation import resolve_device
+    from genefl.report.compare import format_tables
+
+    values = _merged_values(args)
+    file_methods = values.pop("methods", "all")
+    file_repeats = values.pop("repeats", 1)
+    methods = parse_methods(args.methods if args.methods is not None else file_methods)
+    repeats = _repeats(args.repeats if args.repeats is not None else file_repeats, _source(args))
+    dataset_name = values.get("dataset", RunConfig.dataset)
+    out = Path(
+        values.get("output_dir")
+        or Path("runs") / f"compare-{dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    values.pop("output_dir", None)
+    plan = plan_runs(values, methods, repeats, out, _source(args))
+    config = plan[0][0]
+    resolve_device(config.device)
+    dataset = load_dataset(config.dataset, config.data_dir)  # missing/corrupt files fail here
+    if (out / "compare.csv").exists() and not args.overwrite:
+        print(f"note: {out}/compare.csv exists; finished runs with the same configuration "
+              "are reused and the tables rewritten (--overwrite reruns everything)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--output-dir {out}: cannot create it ({exc.strerror})") from exc
+    (out / "compare_config.toml").write_text(
+        "# resolved configuration of this comparison (seed = first seed)\n"
+        + dump_toml({
+            "preset": args.preset, "methods": ",".join(methods), "repeats": repeats,
+            **{k: v for k, v in resolved_dict(config, plan[0][1]).items()
+               if k not in ("method", "output_dir")},
+        })
+    )
+    print(f"comparing {', '.join(methods)} on {config.dataset} ({repeats} seed(s) each) "
+          f"-> {out}/")
+    _, rows = run_comparison(plan, out, dataset, overwrite=args.overwrite, quiet=args.quiet)
+    print()
+    print(format_tables(rows))
+    print(f"\nwritten to {out}/: {', '.join(COMPARE_FILES)}, compare_config.toml, "
+          "and one folder per method and seed")
+    return 0
+
+
 def cmd_methods() -> int:
     """Print each registered method with what it exchanges."""
     from genefl.algorithms.registry import algorithm_names, get_algorithm_class
@@ -130,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "methods":
             return cmd_methods()
+        if args.command == "compare":
+            return cmd_compare(args)
         return cmd_run(args)
     except GeneflError as exc:
         print(f"genefl: error: {exc}", file=sys.stderr)

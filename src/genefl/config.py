@@ -37,6 +37,10 @@ class RunConfig:
     data_dir: str | None = option(
         None, "folder with the data set files (torchvision layout); not needed for digits"
     )
+    train_fraction: float = option(
+        1.0, "share of the training split used (stratified per class, seeded); < 1 for "
+        "quick runs", minimum=0, maximum=1, exclusive_min=True,
+    )
     partition: str = option("shard", "non-IID partitioner", choices=("shard", "dirichlet"))
     shards: int = option(4, "classes per client under sharding (s)", minimum=1)
     beta: float = option(0.5, "Dirichlet concentration (DDA beta)", minimum=0, exclusive_min=True)

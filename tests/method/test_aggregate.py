@@ -69,3 +69,26 @@ def test_unknown_names_and_weight_count_raise() -> None:
         average_layers(_current(), [{"nope": torch.zeros(1)}])
     with pytest.raises(ValueError):
         average_layers(_current(), _uploads(), weights=[1.0, 2.0])
+
+
+def test_masked_entries_average_only_over_their_senders() -> None:
+    """Client 1 sends w[0] only, client 2 sends w[1] only, client 3 sends both:
+    w[0] = (1 + 5) / 2 = 3, w[1] = (4 + 9) / 2 = 6.5. For b, client 1 sends nothing
+    (mask all False) and client 3 sends it whole: b = 5. Weights scale per entry."""
+    masks = [
+        {"w": torch.tensor([True, False]), "b": torch.tensor([False])},
+        {"w": torch.tensor([False, True])},
+        {},
+    ]
+    out = average_layers(_current(), _uploads(), masks=masks)
+    assert torch.allclose(out["w"], torch.tensor([3.0, 6.5], dtype=torch.float64))
+    assert torch.allclose(out["b"], torch.tensor([5.0], dtype=torch.float64))
+    weighted = average_layers(_current(), _uploads(), weights=[1.0, 2.0, 3.0], masks=masks)
+    # w[0] = (1*1 + 3*5) / 4 = 4, w[1] = (2*4 + 3*9) / 5 = 7
+    assert torch.allclose(weighted["w"], torch.tensor([4.0, 7.0], dtype=torch.float64))
+
+
+def test_entry_that_nobody_sent_keeps_its_value() -> None:
+    masks = [{"w": torch.tensor([True, False])}]
+    out = average_layers(_current(), [{"w": torch.tensor([2.0, 100.0])}], masks=masks)
+    assert torch.equal(out["w"], torch.tensor([2.0, 0.0], dtype=torch.float64))

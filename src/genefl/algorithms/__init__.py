@@ -1,6 +1,16 @@
 """Federated algorithms; importing this package registers the built-in ones."""
 
-from genefl.algorithms import fedavg, genefl, local  # noqa: F401  (registration)
+from genefl.algorithms import (  # noqa: F401  (registration, in table order)
+    fedavg,
+    fedbn,
+    fedfina,
+    fedlg,
+    fedlp,
+    fedlps,
+    genefl,
+    local,
+    parfed,
+)
 from genefl.algorithms.base import Algorithm, ClientContext, LocalObjective, Upload
 from genefl.algorithms.registry import algorithm_names, get_algorithm_class, register
 

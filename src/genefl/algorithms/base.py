@@ -12,7 +12,8 @@ Round, for a participant ``i`` of cluster ``k``::
     client: start_params(received, own, initial)      -> start model
             local_objective(model, data, received)    -> extra loss terms / hooks
             [engine's local training loop]
-            select_upload(start, trained)             -> upload (wire)
+            select_upload(start, trained)             -> upload layers (wire)
+            upload_masks(layers, trained)             -> partial tensors, if any
     server: aggregate(k, cluster model, uploads)      -> new cluster model
             end_round(report)
     join:   learngene_layers(k) -> package; init_new_client(fresh, package)
@@ -71,6 +72,8 @@ class Upload:
     layers: tuple[str, ...]
     params: ParamDict
     num_samples: int
+    #: tensor name -> bool mask of the entries sent, for partially sent tensors (pruning)
+    masks: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,6 +101,11 @@ class LocalObjective:
 
     def after_backward(self, model: nn.Module) -> None:
         """Called after each backward pass, before the optimiser step."""
+
+    def after_training(self, model: nn.Module) -> None:
+        """Called once after the local epochs, before the upload is chosen; may change
+        the model in place (e.g. prune it).
+        """
 
     def metrics(self) -> dict[str, float]:
         """Numbers to log for this client-round (e.g. loss components)."""
@@ -150,7 +158,9 @@ class Algorithm:
         weights = None
         if self.aggregate_weighting == "samples":
             weights = [float(u.num_samples) for u in uploads]
-        return average_layers(current, [u.params for u in uploads], weights)
+        return average_layers(
+            current, [u.params for u in uploads], weights, [u.masks for u in uploads]
+        )
 
     def end_round(self, report: RoundReport) -> None:
         """Update server-side state after aggregation (schedules, statistics)."""
@@ -196,6 +206,17 @@ class Algorithm:
     ) -> list[str]:
         """Names of the layers this client uploads after training."""
         return self.all_layer_names
+
+    def upload_masks(
+        self,
+        layers: Sequence[str],
+        after: Mapping[str, torch.Tensor],
+        ctx: ClientContext,
+    ) -> dict[str, torch.Tensor]:
+        """Tensor name -> bool mask for tensors of ``layers`` sent only in part (default:
+        none, every uploaded tensor is sent whole).
+        """
+        return {}
 
     def init_new_client(
         self,

@@ -37,6 +37,7 @@ from genefl.algorithms.base import (
     LocalObjective,
     RoundReport,
 )
+from genefl.algorithms.learngene import ClusterLearnGenes
 from genefl.algorithms.registry import register
 from genefl.method.condense import (
     SCORE_MEASURES,
@@ -147,10 +148,10 @@ class GeneFL(Algorithm):
             start, floor, params.gamma_step, params.gamma_tolerance,
             params.gamma_patience, params.gamma_window,
         )
-        #: per cluster, the layer sets chosen by the participants of its last round
-        self.last_choices: dict[int, list[tuple[str, ...]]] = {}
         self.model_bytes = sum(layer.nbytes for layer in self.layers)
-        self.head = head_layer(self.layers)
+        self.learngenes = ClusterLearnGenes(
+            self.all_layer_names, head_layer(self.layers), num_clusters
+        )
 
     # -- server ------------------------------------------------------------------------
     def instructions(self, round: int, phase: str) -> dict[str, Any]:
@@ -159,41 +160,23 @@ class GeneFL(Algorithm):
 
     def end_round(self, report: RoundReport) -> None:
         """Remember each cluster's choices; move the gamma schedule (known phase)."""
-        for cluster, choices in report.chosen.items():
-            if choices:
-                self.last_choices[cluster] = list(choices)
+        self.learngenes.record(report)
         if report.phase == "known":
             self.schedule.update(report.val_accuracy)
 
     def cluster_learngene(self, cluster: int) -> list[str]:
         """Layers chosen by at least half of the cluster's last participants (SPEC §4)."""
-        choices = self.last_choices.get(cluster, [])
-        if not choices:
-            return []
-        counts = {name: 0 for name in self.all_layer_names}
-        for chosen in choices:
-            for name in chosen:
-                counts[name] += 1
-        return [name for name, c in counts.items() if 2 * c >= len(choices) and c > 0]
+        return self.learngenes.layers(cluster)
 
     def learngene_layers(self, cluster: int) -> list[str]:
         """What a new client downloads: the cluster learnGene, without the classifier head
         unless ``inherit_head`` (a new client's classes are new, SPEC §5).
         """
-        layers = self.cluster_learngene(cluster)
-        if self.params.inherit_head:
-            return layers
-        return [name for name in layers if name != self.head]
+        return self.learngenes.package(cluster, self.params.inherit_head)
 
     def summary(self) -> dict[str, Any]:
         """Gamma schedule state and each cluster's learnGene layers."""
-        return {
-            "gamma": self.schedule.state_dict(),
-            "cluster_learngene_layers": {
-                str(k): self.cluster_learngene(k) for k in range(self.num_clusters)
-            },
-            "classifier_head": self.head,
-        }
+        return {"gamma": self.schedule.state_dict(), **self.learngenes.summary()}
 
     # -- client ------------------------------------------------------------------------
     def start_params(

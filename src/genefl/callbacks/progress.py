@@ -13,13 +13,14 @@ from genefl.callbacks.base import Callback, RoundRecord
 class ProgressBar(Callback):
     """One bar for the whole run; the postfix shows phase, accuracy and uploads."""
 
-    def __init__(self, disable: bool = False) -> None:
+    def __init__(self, disable: bool = False, desc: str = "rounds") -> None:
         self.disable = disable
+        self.desc = desc
         self.bar: Any = None
 
     def on_run_start(self, info: dict[str, Any]) -> None:  # noqa: D102
         self.bar = tqdm(
-            total=info["total_rounds"], desc="rounds", unit="round", disable=self.disable,
+            total=info["total_rounds"], desc=self.desc, unit="round", disable=self.disable,
             dynamic_ncols=True, leave=False,
         )
 

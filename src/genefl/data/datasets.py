@@ -628,3 +628,24 @@ def load_dataset(name: str, data_dir: PathArg = None) -> ImageDataset:
         "svhn": lambda: _load_svhn(data_dir),
     }
     return loaders[key]()
+
+
+def subsample_train(
+    dataset: ImageDataset, fraction: float, rng: np.random.Generator
+) -> ImageDataset:
+    """The data set with ``fraction`` of each class's training images (at least one per
+    class, drawn without replacement, original order kept); the test split is unchanged.
+    """
+    if fraction >= 1.0:
+        return dataset
+    keep = []
+    for c in range(dataset.num_classes):
+        idx = np.flatnonzero(dataset.train_labels == c)
+        if idx.size:
+            n = max(1, int(round(fraction * idx.size)))
+            keep.append(rng.choice(idx, size=n, replace=False))
+    index = np.sort(np.concatenate(keep))
+    return ImageDataset(
+        dataset.name, dataset.train_images[index], dataset.train_labels[index],
+        dataset.test_images, dataset.test_labels, dataset.num_classes,
+    )

@@ -63,6 +63,8 @@ class PhaseLog:
     """Per-round accuracies and counters of one phase."""
 
     accuracies: list[float] = field(default_factory=list)
+    #: upload bytes of each round
+    round_uploads: list[int] = field(default_factory=list)
     traffic: Traffic = field(default_factory=Traffic)
     diverged: int = 0
 
@@ -148,6 +150,8 @@ class Engine:
         data = self.clients[client_id]
         objective = algo.local_objective(self.model, data.train, received, ctx)
         stats = train_local(self.model, data.train, self.settings, objective, ctx.generator)
+        if objective is not None and not stats.diverged:
+            objective.after_training(self.model)
         metrics = objective.metrics() if objective is not None else {}
         upload = None
         up_layers: tuple[str, ...] = ()
@@ -159,8 +163,9 @@ class Engine:
             after = get_params(self.model, self.layers)
             up_layers = tuple(algo.select_upload(before, after, ctx))
             payload = select_layers(after, self.layer_map, up_layers)
-            up_bytes = payload_bytes(payload)
-            upload = Upload(client_id, k, up_layers, payload, ctx.num_samples)
+            masks = algo.upload_masks(up_layers, after, ctx)
+            up_bytes = payload_bytes(payload, masks)
+            upload = Upload(client_id, k, up_layers, payload, ctx.num_samples, masks)
             self.store.put(client_id, after, ctx.state)
             test_acc = evaluate(self.model, data.test.x, data.test.y)
             val_acc = evaluate(self.model, data.val.x, data.val.y)
@@ -228,6 +233,7 @@ class Engine:
         algo.end_round(RoundReport(self.round, phase, uploads, val_acc, chosen))
         log.traffic.add(traffic)
         log.accuracies.append(acc)
+        log.round_uploads.append(traffic.upload)
         log.diverged += diverged
         record = RoundRecord(
             round=self.round, phase=phase, phase_round=phase_round,

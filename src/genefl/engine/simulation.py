@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import resource
 import sys
@@ -16,7 +17,7 @@ from genefl.algorithms.base import ClientData
 from genefl.algorithms.registry import get_algorithm_class
 from genefl.callbacks.base import Callback
 from genefl.config import RunConfig, resolved_dict
-from genefl.data.datasets import ImageDataset, load_dataset
+from genefl.data.datasets import ImageDataset, load_dataset, subsample_train
 from genefl.data.federation import Federation, build_federation
 from genefl.engine.local import LocalSettings
 from genefl.engine.rounds import ClientTensors, Engine, ServerState
@@ -92,6 +93,15 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
+def params_digest(params: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensors' names and float32 values (to show runs share weights)."""
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        digest.update(name.encode())
+        digest.update(params[name].detach().to("cpu", torch.float32).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def run_simulation(
     config: RunConfig,
     params: Any,
@@ -111,6 +121,7 @@ def run_simulation(
     device = resolve_device(config.device)
     if dataset is None:
         dataset = load_dataset(config.dataset, config.data_dir)
+    dataset = subsample_train(dataset, config.train_fraction, numpy_rng(config.seed, "subsample"))
     federation = build_federation(
         dataset, config.known_clients, config.agnostic_clients, config.partition,
         config.shards, config.beta, config.val_fraction, numpy_rng(config.seed, "federation"),
@@ -157,6 +168,7 @@ def run_simulation(
         "device": str(device),
         "layers": [layer.name for layer in layers],
         "model_bytes": model_bytes,
+        "initial_weights_sha256": params_digest(initial),
         "known_classes": list(federation.known_classes),
         "agnostic_classes": list(federation.agnostic_classes),
         "cluster_sizes": list(server.counts),
@@ -183,6 +195,8 @@ def run_simulation(
     joined = len(server.joined)
     results: dict[str, Any] = {
         "method": config.method,
+        "exchanges": algo_cls.exchanges,
+        "initialises": algo_cls.initialises,
         "dataset": config.dataset,
         "seed": config.seed,
         "known_accuracy": known_accuracy,
@@ -205,6 +219,7 @@ def run_simulation(
         "agnostic_joined": joined,
         "diverged_updates": known.diverged + agn.diverged,
         "known_round_accuracy": known.accuracies,
+        "known_round_upload_bytes": known.round_uploads,
         "agnostic_round_accuracy": agn.accuracies,
         "cluster_sizes": [int((labels == k).sum()) for k in range(config.clusters)],
         "algorithm": algorithm.summary(),

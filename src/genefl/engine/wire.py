@@ -36,9 +36,20 @@ def select_layers(
     return out
 
 
-def payload_bytes(params: Mapping[str, torch.Tensor]) -> int:
-    """Bytes of a payload on the wire: element count x 4."""
-    return BYTES_PER_FLOAT * sum(int(t.numel()) for t in params.values())
+def payload_bytes(
+    params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor] | None = None
+) -> int:
+    """Bytes of a payload on the wire: element count x 4.
+
+    A tensor with a boolean mask in ``masks`` (a partial upload) counts only the entries
+    it sends; the mask itself is not counted (it is fixed once per client and, for
+    structured pruning, is a handful of channel indices).
+    """
+    masks = masks or {}
+    count = 0
+    for name, tensor in params.items():
+        count += int(masks[name].sum()) if name in masks else int(tensor.numel())
+    return BYTES_PER_FLOAT * count
 
 
 def layers_bytes(layers: Mapping[str, Layer], names: Iterable[str]) -> int:

@@ -156,3 +156,36 @@ def head_layer(layers: Sequence[Layer]) -> str:
         if layer.kind == "linear":
             return layer.name
     raise ValueError("the model has no linear layer to serve as classifier head")
+
+
+#: name parts of projection shortcuts (ours and torchvision's), not on the main path
+SHORTCUT_PARTS = ("shortcut", "downsample")
+
+
+def is_shortcut(layer: Layer) -> bool:
+    """Whether the layer belongs to a residual projection shortcut."""
+    return any(part in layer.name.split(".") for part in SHORTCUT_PARTS)
+
+
+def last_conv_layers(layers: Sequence[Layer], count: int = 4) -> list[str]:
+    """Names of the last ``count`` convolutions on the main path, in model order.
+
+    Projection shortcuts (1x1 convs named ``shortcut``/``downsample``) are skipped, so on
+    ResNet-18 these are ``layer4``'s four 3x3 convolutions (SPEC §7: 31.50 MiB).
+    """
+    convs = [layer.name for layer in layers if layer.kind == "conv" and not is_shortcut(layer)]
+    if len(convs) < count:
+        raise ValueError(f"the model has {len(convs)} main-path convolutions, fewer than {count}")
+    return convs[-count:]
+
+
+def encoder_split(layers: Sequence[Layer]) -> int:
+    """Index splitting the layers into a first half (encoder) and the rest (predictor).
+
+    The split is ``len // 2``, moved past any normalisation layer so that a norm layer stays
+    with the convolution before it.
+    """
+    split = len(layers) // 2
+    while 0 < split < len(layers) and layers[split].kind == "norm":
+        split += 1
+    return split

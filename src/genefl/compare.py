@@ -1,0 +1,138 @@
+"""``genefl compare``: several methods, several seeds, one protocol, side by side.
+
+Every run uses the same data, partition, clustering, initial weights and client sampling
+for a given seed (they come from the run seed's named streams, never from the method), so
+the methods differ only in what they exchange. Each run writes its usual files under
+``<output_dir>/<method>/seed<seed>/``; a finished run whose recorded configuration matches
+is reused, so an interrupted comparison resumes where it stopped. The comparison then
+writes ``compare.csv``, the two Markdown tables and the three plots in ``<output_dir>``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from genefl.algorithms.registry import algorithm_names
+from genefl.callbacks import ClientLog, ProgressBar, ResultsJSON, RoundsCSV
+from genefl.callbacks.writers import json_safe
+from genefl.config import RunConfig, dump_toml, resolve, resolved_dict
+from genefl.data.datasets import ImageDataset
+from genefl.engine.simulation import run_simulation
+from genefl.errors import ConfigError
+from genefl.report.compare import Runs, summarise, write_compare_csv, write_tables
+from genefl.report.plots import write_plots
+
+COMPARE_FILES = (
+    "compare.csv", "known_table.md", "agnostic_table.md", "known_accuracy.png",
+    "cumulative_upload.png", "agnostic_accuracy.png",
+)
+
+
+def parse_methods(spec: str | Sequence[str]) -> list[str]:
+    """``all`` or a comma-separated list of registered names -> names, without repeats."""
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [n.strip() for n in names if n.strip()]
+    known = algorithm_names()
+    if names == ["all"]:
+        return known
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ConfigError(
+            f"--methods must be 'all' or a comma-separated list of {', '.join(known)}; "
+            f"got {','.join(names) or 'nothing'!r}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def plan_runs(
+    values: Mapping[str, Any], methods: Sequence[str], repeats: int, out: Path, source: str
+) -> list[tuple[RunConfig, Any]]:
+    """Resolve and validate every run's configuration (before any work starts)."""
+    base, _ = resolve({k: v for k, v in values.items() if k != "method"}, {}, source)
+    runs = []
+    for method in methods:
+        for r in range(repeats):
+            seed = base.seed + r
+            overrides = {
+                "method": method, "seed": seed, "output_dir": str(out / method / f"seed{seed}"),
+            }
+            runs.append(resolve(values, overrides, source))
+    return runs
+
+
+def _finished(run_dir: Path, resolved: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored results of a finished run with the same configuration, else ``None``."""
+    path = run_dir / "results.json"
+    if not path.exists():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if stored.get("run", {}).get("config") != json_safe(resolved):
+        raise ConfigError(
+            f"{run_dir} holds results of a different configuration; choose another "
+            "--output-dir or pass --overwrite to rerun it"
+        )
+    return stored
+
+
+def run_comparison(
+    plan: Sequence[tuple[RunConfig, Any]],
+    out: Path,
+    dataset: ImageDataset,
+    overwrite: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> tuple[Runs, list[dict[str, Any]]]:
+    """Run (or reuse) every planned run, then write the tables, CSV and plots.
+
+    Returns ``(runs, rows)``: method -> per-seed results, and one summary row per method.
+    """
+    runs: Runs = {}
+    for i, (config, params) in enumerate(plan, 1):
+        run_dir = Path(config.output_dir or out)
+        resolved = resolved_dict(config, params)
+        label = f"[{i}/{len(plan)}] {config.method} seed {config.seed}"
+        results = None if overwrite else _finished(run_dir, resolved)
+        if results is not None:
+            log(f"{label}: reusing finished run in {run_dir}")
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.toml").write_text(
+                "# resolved configuration of this run (usable with --config)\n"
+                + dump_toml(resolved)
+            )
+            callbacks = [
+                RoundsCSV(run_dir / "rounds.csv"),
+                ClientLog(run_dir / "clients.jsonl"),
+                ResultsJSON(run_dir / "results.json"),
+                ProgressBar(disable=quiet, desc=f"{config.method} s{config.seed}"),
+            ]
+            t0 = time.perf_counter()
+            results = run_simulation(config, params, callbacks, dataset=dataset)
+            log(f"{label}: {_brief(results)} ({time.perf_counter() - t0:.0f} s)")
+        runs.setdefault(config.method, []).append(results)
+    rows = summarise(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    write_compare_csv(rows, out / "compare.csv")
+    write_tables(rows, out)
+    write_plots(runs, out)
+    return runs, rows
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None or value != value else f"{100 * value:.2f} %"
+
+
+def _brief(results: Mapping[str, Any]) -> str:
+    return (
+        f"known {_pct(results['known_accuracy'])}, upload "
+        f"{results['upload_bytes'] / 2**30:.4f} GB, new clients round 0 "
+        f"{_pct(results['agnostic_accuracy_round0'])}, last 10 "
+        f"{_pct(results['agnostic_accuracy_last10'])}"
+    )
