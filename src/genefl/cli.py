@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="genefl", description="GENE-FL and baselines for dynamic agnostic FL.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run one method (default: GENE-FL on digits)")
+    run.add_argument(
+        "--resume", metavar="OUTPUT_DIR", default=None,
+        help="continue an interrupted run from its last checkpoint (needs no other option)",
+    )
     _add_common(run, with_method=True)
     compare = sub.add_parser(
         "compare", help="run several methods side by side and write the paper's tables"
@@ -88,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: keys of the command line that are not run options
-_NOT_OPTIONS = ("command", "config", "quiet", "overwrite", "preset", "methods", "repeats")
+_NOT_OPTIONS = (
+    "command", "config", "quiet", "overwrite", "preset", "methods", "repeats", "resume",
+)
 
 
 def _merged_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,31 +130,70 @@ def _output_dir(config: RunConfig, overwrite: bool) -> Path:
     return out
 
 
+def _resume_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The interrupted run's own config.toml, with any options given (which must agree)."""
+    folder = Path(args.resume)
+    config_file = folder / "config.toml"
+    if not config_file.exists():
+        raise ConfigError(
+            f"--resume {folder}: no config.toml there; give the output directory of a run "
+            "started with `genefl run`"
+        )
+    if (folder / "results.json").exists():
+        raise ConfigError(
+            f"--resume {folder}: that run already finished (results.json exists); nothing "
+            "to resume"
+        )
+    values = load_toml(config_file)
+    if args.preset or args.config:
+        raise ConfigError("--resume takes the configuration from the run's config.toml; "
+                          "drop --preset/--config")
+    values.update({k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS})
+    values["output_dir"] = str(folder)
+    return values
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """Validate everything, run, print the summary and write the files."""
+    """Validate everything, run (or resume), print the summary and write the files."""
     from genefl.callbacks import ClientLog, ProgressBar, ResultsJSON, RoundsCSV
     from genefl.data.datasets import load_dataset
-    from genefl.engine.simulation import resolve_device, run_simulation
+    from genefl.engine.checkpoint import CHECKPOINT_FILE
+    from genefl.engine.simulation import resolve_device, run_simulation, validate_protocol
     from genefl.report.summary import format_summary
 
-    values = _merged_values(args)
+    if args.resume:
+        values = _resume_values(args)
+    else:
+        values = _merged_values(args)
     values.pop("repeats", None)  # a comparison setting of presets
     values.pop("methods", None)
     config, params = resolve(values, {}, source=_source(args))
     resolve_device(config.device)
     dataset = load_dataset(config.dataset, config.data_dir)  # missing/corrupt files fail here
-    out = _output_dir(config, args.overwrite)
-    (out / "config.toml").write_text(
-        "# resolved configuration of this run (usable with --config)\n"
-        + dump_toml(resolved_dict(config, params))
-    )
+    validate_protocol(config, dataset)  # N, M, s against the data, before any file is written
+    resume = False
+    if args.resume:
+        out = Path(args.resume)
+        resume = (out / CHECKPOINT_FILE).exists()
+        if not resume:
+            print(f"note: {out} has no {CHECKPOINT_FILE} yet (killed before its first "
+                  "checkpoint); starting the run from the beginning")
+    else:
+        out = _output_dir(config, args.overwrite)
+        (out / "config.toml").write_text(
+            "# resolved configuration of this run (usable with --config)\n"
+            + dump_toml(resolved_dict(config, params))
+        )
     callbacks = [
         RoundsCSV(out / "rounds.csv"),
         ClientLog(out / "clients.jsonl"),
         ResultsJSON(out / "results.json"),
         ProgressBar(disable=args.quiet),
     ]
-    results = run_simulation(config, params, callbacks, dataset=dataset)
+    results = run_simulation(
+        config, params, callbacks, dataset=dataset, checkpoint=out / CHECKPOINT_FILE,
+        resume=resume,
+    )
     for note in results["notes"]:
         print(f"note: {note}")
     print(format_summary(results))
@@ -170,7 +215,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Validate every run, then run (or reuse) them and write the tables and plots."""
     from genefl.compare import COMPARE_FILES, parse_methods, plan_runs, run_comparison
     from genefl.data.datasets import load_dataset
-    from genefl.engine.simulation import resolve_device
+    from genefl.engine.simulation import resolve_device, validate_protocol
     from genefl.report.compare import format_tables
 
     values = _merged_values(args)
@@ -188,6 +233,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config = plan[0][0]
     resolve_device(config.device)
     dataset = load_dataset(config.dataset, config.data_dir)  # missing/corrupt files fail here
+    validate_protocol(config, dataset)
     if (out / "compare.csv").exists() and not args.overwrite:
         print(f"note: {out}/compare.csv exists; finished runs with the same configuration "
               "are reused and the tables rewritten (--overwrite reruns everything)")

@@ -21,6 +21,7 @@ from genefl.callbacks import ClientLog, ProgressBar, ResultsJSON, RoundsCSV
 from genefl.callbacks.writers import json_safe
 from genefl.config import RunConfig, dump_toml, resolve, resolved_dict
 from genefl.data.datasets import ImageDataset
+from genefl.engine.checkpoint import CHECKPOINT_FILE
 from genefl.engine.simulation import run_simulation
 from genefl.errors import ConfigError
 from genefl.report.compare import Runs, summarise, write_compare_csv, write_tables
@@ -113,8 +114,14 @@ def run_comparison(
                 ResultsJSON(run_dir / "results.json"),
                 ProgressBar(disable=quiet, desc=f"{config.method} s{config.seed}"),
             ]
+            checkpoint = run_dir / CHECKPOINT_FILE
+            resume = not overwrite and checkpoint.exists()
+            if resume:
+                log(f"{label}: resuming from {checkpoint}")
             t0 = time.perf_counter()
-            results = run_simulation(config, params, callbacks, dataset=dataset)
+            results = run_simulation(
+                config, params, callbacks, dataset=dataset, checkpoint=checkpoint, resume=resume
+            )
             log(f"{label}: {_brief(results)} ({time.perf_counter() - t0:.0f} s)")
         runs.setdefault(config.method, []).append(results)
     rows = summarise(runs)

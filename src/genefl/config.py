@@ -69,6 +69,17 @@ class RunConfig:
         "uniform", "per-layer mean over senders: uniform (Eq. 10) or by sample count",
         choices=("uniform", "samples"),
     )
+    dropout_rate: float = option(
+        0.0, "probability that a sampled client fails mid-round (sends nothing)",
+        minimum=0, maximum=1, exclusive_max=True,
+    )
+    max_update_ratio: float = option(
+        1000.0, "server rejects an upload whose ||theta - Theta_k|| / max(||Theta_k||, 1) "
+        "exceeds this (inf: no bound)", minimum=0, exclusive_min=True,
+    )
+    checkpoint_every: int = option(
+        1, "write a resumable checkpoint every N rounds (0: never)", minimum=0
+    )
     seed: int = option(0, "seed of every random choice in the run", minimum=0)
     device: str = option("auto", "torch device: auto, cpu, cuda, cuda:N")
     output_dir: str | None = option(

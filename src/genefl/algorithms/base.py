@@ -173,6 +173,17 @@ class Algorithm:
         """Server-side figures to report at the end of a run."""
         return {}
 
+    def allowed_upload_layers(self, cluster: int) -> set[str]:
+        """Layers a client of ``cluster`` may upload; the server rejects any other."""
+        return set(self.all_layer_names)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Server-side state to checkpoint (tensors, numbers, strings, lists, dicts)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
     # -- client side -----------------------------------------------------------------
     def start_params(
         self,

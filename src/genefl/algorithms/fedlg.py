@@ -134,6 +134,14 @@ class FedLG(Algorithm):
         """Each cluster's learnGene layers."""
         return {"learngene_size_layers": self.size, **self.learngenes.summary()}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Cluster learnGenes."""
+        return {"learngenes": self.learngenes.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.learngenes.load_state_dict(state["learngenes"])
+
     def local_objective(
         self,
         model: nn.Module,

@@ -97,6 +97,10 @@ class FedLPS(Algorithm):
         """The cluster's predictor (the encoder never changes)."""
         return list(self.predictor)
 
+    def allowed_upload_layers(self, cluster: int) -> set[str]:
+        """Only the predictor."""
+        return set(self.predictor)
+
     def summary(self) -> dict[str, Any]:
         """Encoder and predictor layers."""
         return {"encoder_layers": self.encoder, "predictor_layers": self.predictor}

@@ -178,6 +178,15 @@ class GeneFL(Algorithm):
         """Gamma schedule state and each cluster's learnGene layers."""
         return {"gamma": self.schedule.state_dict(), **self.learngenes.summary()}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Gamma schedule and cluster learnGenes."""
+        return {"gamma": self.schedule.state_dict(), "learngenes": self.learngenes.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.schedule.load_state_dict(state["gamma"])
+        self.learngenes.load_state_dict(state["learngenes"])
+
     # -- client ------------------------------------------------------------------------
     def start_params(
         self,

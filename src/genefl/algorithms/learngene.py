@@ -45,6 +45,14 @@ class ClusterLearnGenes:
         layers = self.layers(cluster)
         return layers if inherit_head else [n for n in layers if n != self.head]
 
+    def state_dict(self) -> dict[str, Any]:
+        """The remembered choices, as plain lists."""
+        return {str(k): [list(c) for c in v] for k, v in self.last_choices.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.last_choices = {int(k): [tuple(c) for c in v] for k, v in state.items()}
+
     def summary(self) -> dict[str, Any]:
         """Each cluster's learnGene layers and the head's name."""
         return {

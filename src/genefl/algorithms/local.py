@@ -35,6 +35,10 @@ class Local(Algorithm):
         """Nothing is uploaded."""
         return []
 
+    def allowed_upload_layers(self, cluster: int) -> set[str]:
+        """Nothing may be uploaded."""
+        return set()
+
     def learngene_layers(self, cluster: int) -> list[str]:
         """A new client receives nothing."""
         return []

@@ -48,6 +48,10 @@ class SharedLayersAlgorithm(Algorithm):
         """A new client inherits the cluster's shared layers."""
         return list(self.shared)
 
+    def allowed_upload_layers(self, cluster: int) -> set[str]:
+        """Only the shared layers."""
+        return set(self.shared)
+
     def summary(self) -> dict[str, Any]:
         """The shared layers."""
         return {"shared_layers": list(self.shared)}

@@ -25,6 +25,10 @@ class ClientRoundRecord:
     download_bytes: int
     init_bytes: int
     metrics: dict[str, float] = field(default_factory=dict)
+    #: the client failed mid-round (``--dropout-rate``): downloaded, sent nothing
+    dropped: bool = False
+    #: why the server rejected its upload ("" if accepted or nothing was sent)
+    rejected: str = ""
 
 
 @dataclass
@@ -46,6 +50,8 @@ class RoundRecord:
     chosen_layers: str
     diverged: int
     seconds: float
+    dropped: int = 0
+    rejected: int = 0
 
 
 class Callback:

@@ -20,7 +20,8 @@ class ProgressBar(Callback):
 
     def on_run_start(self, info: dict[str, Any]) -> None:  # noqa: D102
         self.bar = tqdm(
-            total=info["total_rounds"], desc=self.desc, unit="round", disable=self.disable,
+            total=info["total_rounds"], initial=int(info.get("resume_round", 0)),
+            desc=self.desc, unit="round", disable=self.disable,
             dynamic_ncols=True, leave=False,
         )
 

@@ -46,9 +46,16 @@ class RoundsCSV(Callback):
         self._writer: csv.DictWriter | None = None
 
     def on_run_start(self, info: dict[str, Any]) -> None:  # noqa: D102
+        resume = int(info.get("resume_round", 0))
+        kept: list[dict[str, str]] = []
+        if resume and self.path.exists():
+            with self.path.open(newline="") as fh:
+                kept = [r for r in csv.DictReader(fh) if int(r["round"]) < resume]
         self._fh = self.path.open("w", newline="")
-        self._writer = csv.DictWriter(self._fh, fieldnames=ROUND_COLUMNS)
+        self._writer = csv.DictWriter(self._fh, fieldnames=ROUND_COLUMNS, restval="")
         self._writer.writeheader()
+        for row in kept:  # rows of the rounds a resumed run does not repeat
+            self._writer.writerow({k: row.get(k, "") for k in ROUND_COLUMNS})
 
     def on_round_end(self, record: RoundRecord) -> None:  # noqa: D102
         assert self._writer is not None and self._fh is not None
@@ -74,7 +81,18 @@ class ClientLog(Callback):
         self._fh = None
 
     def on_run_start(self, info: dict[str, Any]) -> None:  # noqa: D102
+        resume = int(info.get("resume_round", 0))
+        kept: list[str] = []
+        if resume and self.path.exists():
+            with self.path.open() as fh:
+                for line in fh:
+                    try:
+                        if int(json.loads(line)["round"]) < resume:
+                            kept.append(line if line.endswith("\n") else line + "\n")
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a line cut short by the interruption
         self._fh = self.path.open("w")
+        self._fh.writelines(kept)
 
     def on_client_end(self, record: ClientRoundRecord) -> None:  # noqa: D102
         assert self._fh is not None

@@ -8,18 +8,22 @@ of the run seed (:mod:`genefl.seeding`).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from genefl.algorithms.base import Algorithm, ClientContext, ClientData, RoundReport, Upload
 from genefl.callbacks.base import Callback, CallbackList, ClientRoundRecord, RoundRecord
 from genefl.engine.local import LocalSettings, evaluate, train_local
 from genefl.engine.store import ClientStore
+from genefl.engine.validate import upload_problem
 from genefl.engine.wire import (
     LayerChoices,
     Traffic,
@@ -31,6 +35,11 @@ from genefl.method.cluster import nearest_cluster, running_mean_update
 from genefl.models.layers import Layer, get_params, set_params
 from genefl.seeding import numpy_rng, torch_generator
 from genefl.types import ParamDict
+
+log = logging.getLogger("genefl")
+
+#: what carries an upload to the server: returns what arrives (``None``: lost)
+Transport = Callable[[Upload], "Upload | None"]
 
 
 @dataclass
@@ -67,6 +76,26 @@ class PhaseLog:
     round_uploads: list[int] = field(default_factory=list)
     traffic: Traffic = field(default_factory=Traffic)
     diverged: int = 0
+    #: client-rounds lost to dropouts, and uploads the server rejected
+    dropped: int = 0
+    rejected: int = 0
+    #: rounds of this phase completed
+    rounds_done: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-data copy for checkpoints."""
+        state = asdict(self)
+        state["traffic"] = asdict(self.traffic)
+        return state
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> PhaseLog:
+        """Inverse of :meth:`state_dict`."""
+        values = dict(state)
+        values["traffic"] = Traffic(**values["traffic"])
+        values["accuracies"] = [float(a) for a in values["accuracies"]]
+        values["round_uploads"] = [int(b) for b in values["round_uploads"]]
+        return cls(**values)
 
 
 class Engine:
@@ -84,6 +113,9 @@ class Engine:
         seed: int,
         callbacks: Sequence[Callback] = (),
         fresh_model: Callable[[int], ParamDict] | None = None,
+        dropout_rate: float = 0.0,
+        max_update_ratio: float = math.inf,
+        transport: Transport | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.model = model
@@ -98,6 +130,10 @@ class Engine:
         self.store = ClientStore()
         self.model_bytes = sum(layer.nbytes for layer in self.layers)
         self.fresh_model = fresh_model
+        self.dropout_rate = dropout_rate
+        self.max_update_ratio = max_update_ratio
+        #: the channel uploads travel through (fault-injection experiments replace it)
+        self.transport: Transport = transport or (lambda upload: upload)
         self.round = 0
 
     # -- one client ------------------------------------------------------------------
@@ -132,16 +168,35 @@ class Engine:
         self.store.put(client_id, params, ctx.state)
         return payload_bytes(package)
 
+    def drops_out(self, client_id: int) -> bool:
+        """Whether the client fails mid-round this round (``dropout_rate``, own stream)."""
+        if self.dropout_rate <= 0.0:
+            return False
+        return bool(numpy_rng(self.seed, "dropout", self.round, client_id).random()
+                    < self.dropout_rate)
+
     def train_client(
         self, client_id: int, phase: str, instructions: dict, skip_download: set[str]
     ) -> tuple[Upload | None, ClientRoundRecord]:
-        """Download, local training and upload of one participant."""
+        """Download, local training and upload of one participant.
+
+        A client that drops out has downloaded its share and then fails during training:
+        it sends nothing and its store entry keeps last round's model.
+        """
         algo = self.algorithm
         k = self.server.assignment[client_id]
         ctx = self._context(client_id, phase, instructions)
         names = algo.download_layers(k)
         received = select_layers(self.server.cluster_models[k], self.layer_map, names)
         down_bytes = layers_bytes(self.layer_map, [n for n in names if n not in skip_download])
+        if self.drops_out(client_id):
+            nan = float("nan")
+            return None, ClientRoundRecord(
+                round=self.round, phase=phase, client_id=client_id, cluster=k, joined=False,
+                num_train=ctx.num_samples, test_accuracy=nan, val_accuracy=nan,
+                train_loss=nan, diverged=False, upload_layers=(), upload_bytes=0,
+                download_bytes=down_bytes, init_bytes=0, dropped=True,
+            )
         own_record = self.store.get(client_id)
         own = own_record.params if own_record is not None else None
         start = algo.start_params(received, own, self.initial, ctx)
@@ -180,7 +235,7 @@ class Engine:
 
     # -- one round -------------------------------------------------------------------
     def run_round(
-        self, participants: Sequence[int], phase: str, phase_round: int, log: PhaseLog,
+        self, participants: Sequence[int], phase: str, phase_round: int, phase_log: PhaseLog,
         signatures: Mapping[int, np.ndarray] | None = None,
     ) -> RoundRecord:
         """One round: joins (agnostic phase), local training, per-cluster aggregation."""
@@ -193,7 +248,7 @@ class Engine:
         chosen: dict[int, list[tuple[str, ...]]] = {}
         correct = val_correct = n_test = n_val = 0.0
         losses: list[float] = []
-        diverged = 0
+        diverged = dropped = rejected = 0
         for cid in participants:
             init_bytes = 0
             skip: set[str] = set()
@@ -208,20 +263,40 @@ class Engine:
             traffic.init += init_bytes
             traffic.download += rec.download_bytes
             traffic.full_model_upload += self.model_bytes
-            if upload is None:
+            if rec.dropped:
+                dropped += 1
+            elif upload is None:
                 diverged += 1
             else:
-                uploads.append(upload)
-                traffic.upload += rec.upload_bytes
-                choices.add(upload.layers)
-                chosen.setdefault(upload.cluster, []).append(upload.layers)
-                data = self.clients[cid]
-                correct += rec.test_accuracy * data.test.y.shape[0]
-                n_test += data.test.y.shape[0]
-                if data.val.y.shape[0]:
-                    val_correct += rec.val_accuracy * data.val.y.shape[0]
-                    n_val += data.val.y.shape[0]
-                losses.append(rec.train_loss)
+                arrived = self.transport(upload)
+                if arrived is None:  # lost on the way: counts as a dropout
+                    rec.dropped, rec.upload_bytes, rec.upload_layers = True, 0, ()
+                    dropped += 1
+                else:
+                    traffic.upload += rec.upload_bytes
+                    problem = upload_problem(
+                        arrived, self.server.cluster_models[arrived.cluster], self.layer_map,
+                        algo.allowed_upload_layers(arrived.cluster), self.max_update_ratio,
+                    )
+                    if problem is not None:
+                        rec.rejected = problem
+                        rejected += 1
+                        log.warning(
+                            "round %d: upload of client %d rejected: %s", self.round, cid,
+                            problem,
+                        )
+                    else:
+                        uploads.append(arrived)
+                        choices.add(arrived.layers)
+                        chosen.setdefault(arrived.cluster, []).append(arrived.layers)
+                if not rec.dropped:
+                    data = self.clients[cid]
+                    correct += rec.test_accuracy * data.test.y.shape[0]
+                    n_test += data.test.y.shape[0]
+                    if data.val.y.shape[0]:
+                        val_correct += rec.val_accuracy * data.val.y.shape[0]
+                        n_val += data.val.y.shape[0]
+                    losses.append(rec.train_loss)
             self.callbacks.on_client_end(rec)
         by_cluster: dict[int, list[Upload]] = {}
         for u in uploads:
@@ -231,18 +306,22 @@ class Engine:
         val_acc = val_correct / n_val if n_val else float("nan")
         acc = correct / n_test if n_test else float("nan")
         algo.end_round(RoundReport(self.round, phase, uploads, val_acc, chosen))
-        log.traffic.add(traffic)
-        log.accuracies.append(acc)
-        log.round_uploads.append(traffic.upload)
-        log.diverged += diverged
+        phase_log.traffic.add(traffic)
+        phase_log.accuracies.append(acc)
+        phase_log.round_uploads.append(traffic.upload)
+        phase_log.diverged += diverged
+        phase_log.dropped += dropped
+        phase_log.rejected += rejected
+        phase_log.rounds_done += 1
         record = RoundRecord(
             round=self.round, phase=phase, phase_round=phase_round,
             participants=len(participants), accuracy=acc, val_accuracy=val_acc,
             train_loss=float(np.mean(losses)) if losses else float("nan"),
             upload_bytes=traffic.upload, download_bytes=traffic.download + traffic.init,
-            init_bytes=traffic.init, cum_upload_bytes=log.traffic.upload,
+            init_bytes=traffic.init, cum_upload_bytes=phase_log.traffic.upload,
             gamma=instructions.get("gamma"), chosen_layers=choices.render(),
-            diverged=diverged, seconds=time.perf_counter() - t0,
+            diverged=diverged, seconds=time.perf_counter() - t0, dropped=dropped,
+            rejected=rejected,
         )
         self.callbacks.on_round_end(record)
         self.round += 1
@@ -251,16 +330,54 @@ class Engine:
     def run_phase(
         self, phase: str, client_ids: Sequence[int], rounds: int, per_round: int,
         signatures: Mapping[int, np.ndarray] | None = None,
+        phase_log: PhaseLog | None = None,
+        after_round: Callable[[str, PhaseLog], None] | None = None,
     ) -> PhaseLog:
-        """``rounds`` rounds, each sampling ``per_round`` of ``client_ids`` uniformly."""
-        log = PhaseLog()
+        """``rounds`` rounds, each sampling ``per_round`` of ``client_ids`` uniformly.
+
+        A resumed phase passes its ``phase_log``; rounds it has done are skipped.
+        ``after_round(phase, log)`` runs after each round (checkpoints).
+        """
+        log_ = phase_log if phase_log is not None else PhaseLog()
         self.callbacks.on_phase_start(phase, rounds)
         ids = np.asarray(client_ids)
-        for r in range(rounds):
+        for r in range(log_.rounds_done, rounds):
             rng = numpy_rng(self.seed, "sample", phase, r)
             participants = sorted(int(c) for c in rng.choice(ids, size=per_round, replace=False))
-            self.run_round(participants, phase, r, log, signatures)
-        return log
+            self.run_round(participants, phase, r, log_, signatures)
+            if after_round is not None:
+                after_round(phase, log_)
+        return log_
+
+    # -- checkpoints -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Server state, client store, algorithm state and the round counter."""
+        server = self.server
+        return {
+            "round": self.round,
+            "cluster_models": [dict(m) for m in server.cluster_models],
+            "centers": torch.from_numpy(np.ascontiguousarray(server.centers)),
+            "counts": list(server.counts),
+            "assignment": {int(k): int(v) for k, v in server.assignment.items()},
+            "joined": sorted(server.joined),
+            "store": self.store.state_dict(),
+            "algorithm": self.algorithm.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (tensors are moved to the model's device)."""
+        device = next(iter(self.initial.values())).device
+        server = self.server
+        self.round = int(state["round"])
+        server.cluster_models = [
+            {k: v.to(device) for k, v in m.items()} for m in state["cluster_models"]
+        ]
+        server.centers = state["centers"].numpy().copy()
+        server.counts = [int(c) for c in state["counts"]]
+        server.assignment = {int(k): int(v) for k, v in state["assignment"].items()}
+        server.joined = {int(c) for c in state["joined"]}
+        self.store.load_state_dict(state["store"], device)
+        self.algorithm.load_state_dict(state["algorithm"])
 
     # -- evaluation ------------------------------------------------------------------
     def evaluate_clients(self, client_ids: Sequence[int]) -> float:

@@ -8,6 +8,7 @@ import resource
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,13 @@ import torch
 from genefl.algorithms.base import ClientData
 from genefl.algorithms.registry import get_algorithm_class
 from genefl.callbacks.base import Callback
+from genefl.callbacks.writers import json_safe
 from genefl.config import RunConfig, resolved_dict
 from genefl.data.datasets import ImageDataset, load_dataset, subsample_train
 from genefl.data.federation import Federation, build_federation
+from genefl.engine.checkpoint import load_checkpoint, save_checkpoint
 from genefl.engine.local import LocalSettings
-from genefl.engine.rounds import ClientTensors, Engine, ServerState
+from genefl.engine.rounds import ClientTensors, Engine, PhaseLog, ServerState, Transport
 from genefl.errors import ConfigError
 from genefl.method.cluster import data_signature, kmeans_clusters, pacfl_clusters, subspace_basis
 from genefl.models import build_model, get_params, list_layers
@@ -102,13 +105,49 @@ def params_digest(params: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def validate_protocol(config: RunConfig, dataset: ImageDataset) -> None:
+    """Check the protocol against the data before any work: ``s`` no larger than the data
+    set's classes, and enough samples for ``N + M`` clients (a :class:`ConfigError` names
+    the value and the fix).
+    """
+    if config.partition == "shard" and config.shards > dataset.num_classes:
+        raise ConfigError(
+            f"--shards {config.shards} exceeds the {dataset.num_classes} classes of "
+            f"{config.dataset}; choose --shards <= {dataset.num_classes // 2} (each half's "
+            "classes; a larger s within the data set uses all of a half's classes, SPEC §1)"
+        )
+    sub = subsample_train(dataset, config.train_fraction, numpy_rng(config.seed, "subsample"))
+    build_federation(
+        sub, config.known_clients, config.agnostic_clients, config.partition, config.shards,
+        config.beta, config.val_fraction, numpy_rng(config.seed, "federation"),
+    )
+
+
+def _config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    keys = sorted(set(stored) | set(current))
+    return [
+        f"{k}: checkpoint {stored.get(k)!r}, now {current.get(k)!r}"
+        for k in keys
+        if json_safe(stored.get(k)) != json_safe(current.get(k))
+    ]
+
+
 def run_simulation(
     config: RunConfig,
     params: Any,
     callbacks: Sequence[Callback] = (),
     dataset: ImageDataset | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    transport: Transport | None = None,
 ) -> dict[str, Any]:
     """Run the known phase then the agnostic phase; return the results dict.
+
+    With ``checkpoint``, the run state is written there atomically every
+    ``config.checkpoint_every`` rounds and at the end of each phase; with ``resume`` the
+    run continues from that file (which must come from the same configuration) and ends
+    with the same results as an uninterrupted run. ``transport`` replaces the channel that
+    carries uploads to the server (fault-injection experiments).
 
     Keys (accuracies are fractions in [0, 1], bytes are float32 wire bytes):
     ``known_accuracy`` (every known client's own model at the end of the known phase),
@@ -160,8 +199,45 @@ def run_simulation(
     )
     engine = Engine(
         algorithm, model, layers, clients, server, initial, settings, config.seed,
-        callbacks, fresh_model=fresh,
+        callbacks, fresh_model=fresh, dropout_rate=config.dropout_rate,
+        max_update_ratio=config.max_update_ratio, transport=transport,
     )
+    resolved = resolved_dict(config, params)
+    known_log, agnostic_log = PhaseLog(), PhaseLog()
+    extras: dict[str, Any] = {}
+    elapsed_before = 0.0
+    if resume:
+        if checkpoint is None:
+            raise ValueError("resume needs a checkpoint path")
+        payload = load_checkpoint(checkpoint)
+        differences = _config_differences(payload["config"], resolved)
+        if differences:
+            raise ConfigError(
+                f"--resume: {checkpoint} was written by a different configuration ("
+                + "; ".join(differences[:5]) + "); resume with the run's own config.toml "
+                "and no changed options, or start a new run"
+            )
+        engine.load_state_dict(payload["engine"])
+        known_log = PhaseLog.from_state(payload["known"])
+        agnostic_log = PhaseLog.from_state(payload["agnostic"])
+        extras = dict(payload["extras"])
+        elapsed_before = float(payload["elapsed"])
+
+    def write_checkpoint(phase: str, log: PhaseLog) -> None:
+        every = config.checkpoint_every
+        if checkpoint is None or every == 0:
+            return
+        total = config.known_rounds if phase == "known" else config.agnostic_rounds
+        if engine.round % every and log.rounds_done != total:
+            return
+        save_checkpoint(checkpoint, {
+            "config": resolved,
+            "engine": engine.state_dict(),
+            "known": known_log.state_dict(),
+            "agnostic": agnostic_log.state_dict(),
+            "extras": extras,
+            "elapsed": elapsed_before + time.perf_counter() - t0,
+        })
     model_bytes = engine.model_bytes
     info = {
         "config": resolved_dict(config, params),
@@ -174,23 +250,35 @@ def run_simulation(
         "cluster_sizes": list(server.counts),
         "notes": list(federation.notes),
         "total_rounds": config.known_rounds + config.agnostic_rounds,
+        "resume_round": engine.round,
     }
     engine.callbacks.on_run_start(info)
 
-    known = engine.run_phase("known", known_ids, config.known_rounds, config.clients_per_round)
-    known_accuracy = engine.evaluate_clients(known_ids)
-    learngene_sizes = [
-        sum(engine.layer_map[n].nbytes for n in algorithm.learngene_layers(k))
-        for k in range(config.clusters)
-    ]
-    learngene_layers = {str(k): algorithm.learngene_layers(k) for k in range(config.clusters)}
+    known = engine.run_phase(
+        "known", known_ids, config.known_rounds, config.clients_per_round,
+        phase_log=known_log, after_round=write_checkpoint,
+    )
+    if not extras:  # figures of the end of the known phase (kept in later checkpoints)
+        extras = {
+            "known_accuracy": engine.evaluate_clients(known_ids),
+            "learngene_sizes": [
+                sum(engine.layer_map[n].nbytes for n in algorithm.learngene_layers(k))
+                for k in range(config.clusters)
+            ],
+            "learngene_layers": {
+                str(k): algorithm.learngene_layers(k) for k in range(config.clusters)
+            },
+        }
+    known_accuracy = extras["known_accuracy"]
+    learngene_sizes = extras["learngene_sizes"]
+    learngene_layers = extras["learngene_layers"]
 
     agnostic_signatures = {
         cid: data_signature(clients[cid].pixels, config.signature_dim) for cid in agnostic_ids
     }
     agn = engine.run_phase(
         "agnostic", agnostic_ids, config.agnostic_rounds, config.clients_per_round,
-        signatures=agnostic_signatures,
+        signatures=agnostic_signatures, phase_log=agnostic_log, after_round=write_checkpoint,
     )
     joined = len(server.joined)
     results: dict[str, Any] = {
@@ -218,6 +306,8 @@ def run_simulation(
         "num_layers": len(layers),
         "agnostic_joined": joined,
         "diverged_updates": known.diverged + agn.diverged,
+        "dropped_updates": known.dropped + agn.dropped,
+        "rejected_uploads": known.rejected + agn.rejected,
         "known_round_accuracy": known.accuracies,
         "known_round_upload_bytes": known.round_uploads,
         "agnostic_round_accuracy": agn.accuracies,
@@ -225,7 +315,7 @@ def run_simulation(
         "algorithm": algorithm.summary(),
         "device": str(device),
         "notes": list(federation.notes),
-        "wall_seconds": time.perf_counter() - t0,
+        "wall_seconds": elapsed_before + time.perf_counter() - t0,
         "peak_rss_mb": peak_rss_mb(),
     }
     engine.callbacks.on_run_end(results)

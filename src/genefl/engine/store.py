@@ -40,6 +40,26 @@ class ClientStore:
             {k: v.detach() for k, v in params.items()}, state
         )
 
+    def state_dict(self) -> dict[int, dict[str, Any]]:
+        """Every record as plain data (for checkpoints)."""
+        return {
+            cid: {"params": dict(r.params), "state": dict(r.state)}
+            for cid, r in self._records.items()
+        }
+
+    def load_state_dict(
+        self, state: Mapping[int, Mapping[str, Any]], device: torch.device | str = "cpu"
+    ) -> None:
+        """Replace the records with :meth:`state_dict`'s output."""
+        self._records = {}
+        for cid, record in state.items():
+            params = {k: v.to(device) for k, v in record["params"].items()}
+            extras = {
+                k: ({n: t.to(device) for n, t in v.items()} if _is_tensor_dict(v) else v)
+                for k, v in record["state"].items()
+            }
+            self._records[int(cid)] = ClientRecord(params, extras)
+
     def __contains__(self, client_id: object) -> bool:
         return client_id in self._records
 
@@ -48,3 +68,9 @@ class ClientStore:
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._records)
+
+
+def _is_tensor_dict(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(t, torch.Tensor) for t in value.values()
+    )
