@@ -75,7 +75,7 @@ class RunConfig:
     )
     max_update_ratio: float = option(
         1000.0, "server rejects an upload whose ||theta - Theta_k|| / max(||Theta_k||, 1) "
-        "exceeds this (inf: no bound)", minimum=0, exclusive_min=True,
+        "exceeds this (inf: no bound)", minimum=0, exclusive_min=True, allow_inf=True,
     )
     checkpoint_every: int = option(
         1, "write a resumable checkpoint every N rounds (0: never)", minimum=0

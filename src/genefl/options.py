@@ -28,6 +28,8 @@ class Rule:
     exclusive_min: bool = False
     exclusive_max: bool = False
     choices: tuple[str, ...] | None = None
+    #: whether +-inf is an accepted value (otherwise every float must be finite)
+    allow_inf: bool = False
 
     def describe(self) -> str:
         """Human-readable accepted range, e.g. ``in (0, 1]`` or ``one of a, b``."""
@@ -59,11 +61,12 @@ def option(
     exclusive_min: bool = False,
     exclusive_max: bool = False,
     choices: Sequence[str] | None = None,
+    allow_inf: bool = False,
 ) -> Any:
     """A dataclass field carrying its help text and accepted range."""
     rule = Rule(
         help, minimum, maximum, exclusive_min, exclusive_max,
-        tuple(choices) if choices is not None else None,
+        tuple(choices) if choices is not None else None, allow_inf,
     )
     return field(default=default, metadata={"rule": rule})
 
@@ -140,7 +143,9 @@ def check_rules(obj: Any) -> None:
         if rule.choices is not None:
             bad = value not in rule.choices
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            if isinstance(value, float) and math.isnan(value):
+            if isinstance(value, float) and (
+                math.isnan(value) or (math.isinf(value) and not rule.allow_inf)
+            ):
                 bad = True
             if rule.minimum is not None and (
                 value < rule.minimum or (rule.exclusive_min and value == rule.minimum)
@@ -151,7 +156,10 @@ def check_rules(obj: Any) -> None:
             ):
                 bad = True
         if bad:
-            raise ConfigError(f"{flag(f.name)} must be {rule.describe()}; got {value!r}")
+            finite = "" if rule.allow_inf or rule.choices else " and finite"
+            raise ConfigError(
+                f"{flag(f.name)} must be {rule.describe()}{finite}; got {value!r}"
+            )
 
 
 def build(cls: type, values: Mapping[str, Any], source: str) -> Any:

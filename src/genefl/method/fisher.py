@@ -4,21 +4,70 @@
 squared *per-sample* gradients of the cross-entropy, with the model in evaluation mode
 (normalisation layers use their running statistics, so each sample's gradient is well
 defined and independent of the other samples in a chunk).
+
+Method ``"exact"`` (default; BackPACK's "SumGradSquared", written out here). One forward
+pass over a chunk records the input ``x`` of every ``Linear``, ``Conv1d``/``Conv2d``,
+``BatchNorm`` (running statistics), ``GroupNorm`` and ``LayerNorm`` module, and a tensor
+hook on each such module's output records ``g = dL/d(output)`` during one backward pass of
+the *summed* per-sample cross-entropy ``L = sum_n CE_n``. In evaluation mode the samples
+do not interact, so ``CE_m`` does not depend on sample ``n``'s output for ``m != n`` and
+``g_n = dCE_n/d(output_n)`` exactly: ``g`` holds every sample's own output gradient. A
+module's parameter enters the output linearly per sample, so the per-sample parameter
+gradient is a per-sample contraction of ``g_n`` with ``x_n``:
+
+* Linear, ``x_n: (in,)``, ``g_n: (out,)``: ``dW_n = g_n x_n^T`` and
+  ``sum_n dW_n^2 = (g^2)^T (x^2)`` (one matmul); ``sum_n db_n^2 = sum_n g_n^2``.
+* Conv: with ``U_n = unfold(x_n)`` of shape ``(in*k*k, P)`` and ``G_n: (out, P)``,
+  ``dW_n = G_n U_n^T`` (one batched matmul per sub-chunk), ``db_n = sum_p G_n[:, p]``.
+* Normalisation: ``dw_n = sum_positions g_n * x_hat_n``, ``db_n = sum_positions g_n``,
+  where ``x_hat`` is the module's own normalisation of its input without the affine part.
+
+These are the per-sample gradients themselves, not an approximation; squaring and
+summing over ``n`` gives ``n * F``. The backward pass only asks autograd for the input's
+gradient, so no batch parameter gradient is computed (and ``.grad`` is never touched).
+
+Exactness guards: a parameter takes the fast path only if, in every chunk, its module was
+called exactly once, the module's output received a gradient, its saved input was not
+modified in place afterwards, and the parameter has exactly one use in the autograd graph
+(a parameter shared by two modules, a module called twice, or a weight also used
+functionally elsewhere has more). Every other trainable parameter — of unsupported modules
+too — is computed by the ``torch.func.vmap(grad)`` reference (method ``"vmap"``). A
+``BatchNorm`` without running statistics normalises with batch statistics even in
+evaluation mode (so samples interact); such a model is computed entirely by ``"vmap"``.
+The fast path assumes the batch is dim 0 of every supported module's input and output
+(checked by size) and that, in evaluation mode, the model has no other cross-sample
+operation — true for every model in :mod:`genefl.models`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from genefl.types import ParamDict
 
 #: Upper bound on the per-sample gradients held at once (bytes); the chunk shrinks to fit.
 PER_SAMPLE_BUDGET_BYTES = 1 << 30
+
+#: Module classes with a closed-form per-sample gradient; subclasses count only if they
+#: keep the base class's ``forward``.
+_FAST_KINDS: tuple[tuple[type[nn.Module], str], ...] = (
+    (nn.Linear, "linear"),
+    (nn.Conv1d, "conv"),
+    (nn.Conv2d, "conv"),
+    (_BatchNorm, "batchnorm"),
+    (nn.GroupNorm, "groupnorm"),
+    (nn.LayerNorm, "layernorm"),
+)
+
+METHODS = ("exact", "vmap")
 
 
 def fisher_diagonal(
@@ -26,48 +75,359 @@ def fisher_diagonal(
     inputs: torch.Tensor,
     labels: torch.Tensor,
     chunk_size: int = 128,
+    *,
+    method: str = "exact",
 ) -> ParamDict:
     """Exact empirical Fisher diagonal of every trainable parameter.
 
     Args:
-        model: the network; its train/eval mode is restored afterwards.
+        model: the network; the train/eval mode of every module is restored afterwards,
+            parameters, buffers and ``.grad`` are left untouched.
         inputs: ``(n, C, H, W)`` float tensor on the model's device.
         labels: ``(n,)`` int64 class indices.
-        chunk_size: samples per vectorised chunk (memory vs. speed); lowered so that a
-            chunk's per-sample gradients fit :data:`PER_SAMPLE_BUDGET_BYTES` (ResNet-18:
-            about 22 samples per GiB).
+        chunk_size: samples per forward/backward chunk (memory vs. speed). Per-sample
+            intermediates are further split to fit :data:`PER_SAMPLE_BUDGET_BYTES`; on the
+            ``"vmap"`` path the chunk itself shrinks to fit (ResNet-18: about 22 samples
+            per GiB).
+        method: ``"exact"`` (per-layer closed forms, vmap for the rest) or ``"vmap"``
+            (per-sample gradients of the whole model by ``torch.func``; the reference).
+            Both are exact; they differ only in cost and rounding.
 
     Returns:
         ``{param_name: tensor}`` of the parameter's shape, the mean over the ``n``
         samples of squared per-sample gradients.
 
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown Fisher method {method!r}; known: {', '.join(METHODS)}")
     if inputs.shape[0] == 0:
         raise ValueError("fisher_diagonal needs at least one sample")
+    if labels.shape[0] != inputs.shape[0]:
+        raise ValueError(f"{inputs.shape[0]} inputs but {labels.shape[0]} labels")
+    chunk_size = max(1, int(chunk_size))
     was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
-        buffers = {k: b.detach() for k, b in model.named_buffers()}
-
-        def sample_loss(p: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
-            logits = functional_call(model, (p, buffers), (x.unsqueeze(0),))
-            return F.cross_entropy(logits, y.unsqueeze(0))
-
-        per_sample_grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))
-        n_params = sum(p.numel() for p in params.values())
-        chunk_size = max(1, min(chunk_size, PER_SAMPLE_BUDGET_BYTES // max(4 * n_params, 1)))
-        total = {k: torch.zeros_like(p) for k, p in params.items()}
-        for start in range(0, inputs.shape[0], chunk_size):
-            grads = per_sample_grads(
-                params, inputs[start : start + chunk_size], labels[start : start + chunk_size]
-            )
-            for k, g in grads.items():
-                total[k] += g.pow(2).sum(dim=0)
+        params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+        if not params:
+            return {}
+        totals: dict[str, torch.Tensor] = {}
+        if method == "exact" and _samples_independent(model):
+            totals = _fast_sums(model, inputs, labels, chunk_size, params)
+        rest = [k for k in params if k not in totals]
+        if rest:
+            totals.update(_vmap_sums(model, inputs, labels, chunk_size, rest))
         n = float(inputs.shape[0])
-        return {k: t / n for k, t in total.items()}
+        return {k: totals[k] / n for k in params}
     finally:
         model.train(was_training)
+        for module, training in modes:
+            module.training = training
+
+
+# ------------------------------------------------------------------ per-layer closed forms
+
+
+def _linear_sq(
+    x: torch.Tensor, g: torch.Tensor, budget: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums over samples of squared per-sample Linear gradients.
+
+    ``x: (n, ..., in)`` module input, ``g: (n, ..., out)`` output gradient; returns
+    ``(weight (out, in), bias (out,))``. With extra dims ``...`` the per-sample gradient
+    ``sum_t g_nt x_nt^T`` is formed by a batched matmul, in sub-chunks of ``budget`` bytes.
+    """
+    n, d_in, d_out = x.shape[0], x.shape[-1], g.shape[-1]
+    if x.dim() == 2:
+        g2 = g.square()
+        return g2.T @ x.square(), g2.sum(0)
+    x3, g3 = x.reshape(n, -1, d_in), g.reshape(n, -1, d_out)
+    step = max(1, budget // (d_out * d_in * x.element_size()))
+    weight = x.new_zeros(d_out, d_in)
+    for s in range(0, n, step):
+        per = torch.bmm(g3[s : s + step].transpose(1, 2), x3[s : s + step])  # (k, out, in)
+        weight += per.square_().sum(0)
+    return weight, g3.sum(1).square().sum(0)
+
+
+def _conv_sq(
+    x: torch.Tensor, g: torch.Tensor, conv: nn.Conv1d | nn.Conv2d, budget: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums over samples of squared per-sample Conv1d/Conv2d gradients.
+
+    ``x: (n, C_in, *spatial_in)`` module input, ``g: (n, C_out, *spatial_out)`` output
+    gradient; returns ``(weight (C_out, C_in/groups, *k), bias (C_out,))``. Per sample
+    ``dW_n = G_n U_n^T`` with ``U_n = unfold(x_n): (C_in*k, P)`` and ``G_n: (C_out, P)``,
+    per group; samples go in sub-chunks whose ``U`` and ``dW`` fit ``budget`` bytes.
+    """
+    padding: tuple[int, ...] | str = conv.padding
+    if conv.padding_mode != "zeros" or isinstance(padding, str):
+        mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=mode)
+        padding = (0,) * (x.dim() - 2)
+    kernel, stride, dilation = conv.kernel_size, conv.stride, conv.dilation
+    if x.dim() == 3:  # Conv1d as a 2-D convolution of height 1
+        x, g = x.unsqueeze(2), g.unsqueeze(2)
+        kernel, stride = (1, *kernel), (1, *stride)
+        dilation, padding = (1, *dilation), (0, *padding)
+    n, groups, c_out = x.shape[0], conv.groups, g.shape[1]
+    cols = x.shape[1] // groups * kernel[0] * kernel[1]  # (C_in/groups) * k*k
+    positions = g.shape[2] * g.shape[3]
+    per_sample = max(c_out * cols, groups * cols * positions, g[0].numel())
+    step = max(1, budget // (per_sample * x.element_size()))
+    weight = x.new_zeros(groups, c_out // groups, cols)
+    for s in range(0, n, step):
+        u = F.unfold(x[s : s + step], kernel, dilation, padding, stride)  # (k, C_in*kk, P)
+        u = u.view(u.shape[0], groups, cols, positions)
+        gg = g[s : s + step].reshape(u.shape[0], groups, c_out // groups, positions)
+        weight += torch.matmul(gg, u.transpose(-1, -2)).square_().sum(0)
+    bias = g.flatten(2).sum(2).square().sum(0)
+    return weight.reshape(conv.weight.shape), bias
+
+
+def _norm_sq(
+    x_hat: torch.Tensor, g: torch.Tensor, param_dims: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums over samples of squared per-sample gradients of an affine ``w * x_hat + b``.
+
+    ``x_hat, g: (n, ...)``; the parameters have the shape of ``x_hat``'s dims
+    ``1 .. param_dims`` if ``param_dims > 0`` (channels first: BatchNorm, GroupNorm), else
+    of its last ``-param_dims`` dims (LayerNorm); all other dims are summed per sample.
+    Returns ``(weight, bias)`` in the parameters' shape.
+    """
+    if param_dims > 0:
+        dims = tuple(range(1 + param_dims, x_hat.dim()))
+    else:
+        dims = tuple(range(1, x_hat.dim() + param_dims))
+    dw, db = g * x_hat, g
+    if dims:
+        dw, db = dw.sum(dims), db.sum(dims)
+    return dw.square().sum(0), db.square().sum(0)
+
+
+def _normalised(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``x_hat`` of a normalisation module (evaluation mode) and its ``param_dims``."""
+    if isinstance(module, _BatchNorm):
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        mean, var = module.running_mean, module.running_var
+        assert mean is not None and var is not None
+        return (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + module.eps), 1
+    if isinstance(module, nn.GroupNorm):
+        return F.group_norm(x, module.num_groups, None, None, module.eps), 1
+    assert isinstance(module, nn.LayerNorm)
+    shape = module.normalized_shape
+    return F.layer_norm(x, shape, None, None, module.eps), -len(shape)
+
+
+# ------------------------------------------------------------------ the fast path
+
+
+@dataclass(eq=False)
+class _Tap:
+    """One supported module: its trainable parameters and what one chunk recorded."""
+
+    module: nn.Module
+    kind: str
+    names: dict[str, str]  # "weight"/"bias" -> model-level parameter name
+    calls: int = 0
+    x: torch.Tensor | None = None
+    x_version: int = -1
+    g: torch.Tensor | None = None
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        """Forget the previous chunk's tensors."""
+        self.calls, self.x, self.x_version, self.g = 0, None, -1, None
+
+    def forward_hook(self, module: nn.Module, args: tuple, output: object) -> None:
+        """Record the input and hook the output gradient (first call of the chunk only)."""
+        self.calls += 1
+        if self.calls > 1:
+            self.x = None
+            return
+        if args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
+            self.x = args[0].detach()
+            self.x_version = args[0]._version
+            if output.requires_grad:
+                output.register_hook(self._grad_hook)
+
+    def _grad_hook(self, grad_out: torch.Tensor) -> None:
+        self.g = grad_out.detach()
+
+    def usable(self, n: int) -> bool:
+        """True when this chunk's record gives the module's per-sample gradients."""
+        x, g = self.x, self.g
+        return (
+            self.calls == 1 and x is not None and g is not None
+            and x._version == self.x_version and x.dim() >= 2 and g.dim() >= 2
+            and x.shape[0] == n and g.shape[0] == n
+            and (self.kind != "conv" or x.dim() == self.module.weight.dim())
+        )
+
+    def squares(self, budget: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weight, bias)`` sums over this chunk of squared per-sample gradients."""
+        assert self.x is not None and self.g is not None
+        if self.kind == "linear":
+            return _linear_sq(self.x, self.g, budget)
+        if self.kind == "conv":
+            return _conv_sq(self.x, self.g, self.module, budget)  # type: ignore[arg-type]
+        x_hat, param_dims = _normalised(self.module, self.x)
+        return _norm_sq(x_hat, self.g, param_dims)
+
+
+def _fast_kind(module: nn.Module) -> str | None:
+    for base, kind in _FAST_KINDS:
+        if isinstance(module, base) and type(module).forward is base.forward:
+            return kind
+    return None
+
+
+def _samples_independent(model: nn.Module) -> bool:
+    """False if some BatchNorm uses batch statistics in evaluation mode."""
+    return not any(
+        isinstance(m, _BatchNorm) and (m.running_mean is None or m.running_var is None)
+        for m in model.modules()
+    )
+
+
+def _param_uses(root: torch.Tensor) -> Counter[int]:
+    """``id(param) -> number of graph edges into its gradient accumulator`` below ``root``."""
+    uses: Counter[int] = Counter()
+    seen: set[object] = set()
+    stack = [root.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for child, _ in node.next_functions:
+            if child is None:
+                continue
+            variable = getattr(child, "variable", None)
+            if variable is not None:
+                uses[id(variable)] += 1
+            else:
+                stack.append(child)
+    return uses
+
+
+def _make_taps(model: nn.Module, params: Mapping[str, torch.Tensor]) -> list[_Tap]:
+    """One tap per supported module owning at least one of ``params``."""
+    name_of = {id(p): k for k, p in params.items()}
+    taps = []
+    for module in model.modules():
+        kind = _fast_kind(module)
+        if kind is None:
+            continue
+        names = {}
+        for attr in ("weight", "bias"):
+            p = module._parameters.get(attr)
+            if p is not None and id(p) in name_of:
+                names[attr] = name_of[id(p)]
+        if names:
+            taps.append(_Tap(module, kind, names))
+    return taps
+
+
+def _fast_sums(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    chunk_size: int,
+    params: Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """``{name: sum_n grad_n^2}`` for the parameters the closed forms cover exactly."""
+    taps = _make_taps(model, params)
+    if not taps:
+        return {}
+    failed: set[str] = set()
+    budget = PER_SAMPLE_BUDGET_BYTES
+    handles = [t.module.register_forward_hook(t.forward_hook, prepend=True) for t in taps]
+    try:
+        for start in range(0, inputs.shape[0], chunk_size):
+            x = inputs[start : start + chunk_size].detach()
+            y = labels[start : start + chunk_size]
+            n = x.shape[0]
+            for tap in taps:
+                tap.reset()
+            with torch.enable_grad():
+                if x.is_floating_point():
+                    leaf = x.requires_grad_(True)
+                    wrt: list[torch.Tensor] = [leaf]
+                    x = leaf.clone()  # the model may modify its input in place
+                else:  # e.g. token ids: ask for the parameters' gradients instead
+                    wrt = list(params.values())
+                loss = F.cross_entropy(model(x), y, reduction="sum")
+                uses = _param_uses(loss)
+                if loss.requires_grad:
+                    torch.autograd.grad(loss, wrt, allow_unused=True)
+            del loss, x, wrt
+            for tap in taps:
+                live = [a for a, k in tap.names.items() if k not in failed]
+                if not live:
+                    continue
+                if not tap.usable(n):
+                    failed.update(tap.names.values())
+                    continue
+                live = [a for a in live if uses[id(params[tap.names[a]])] == 1]
+                failed.update(k for a, k in tap.names.items() if a not in live)
+                if not live:
+                    continue
+                weight, bias = tap.squares(budget)
+                for attr in live:
+                    value = weight if attr == "weight" else bias
+                    if attr in tap.sums:
+                        tap.sums[attr] += value
+                    else:
+                        tap.sums[attr] = value
+            for tap in taps:
+                tap.reset()
+    finally:
+        for handle in handles:
+            handle.remove()
+        for tap in taps:
+            tap.reset()
+    return {
+        k: tap.sums[a].reshape(params[k].shape)
+        for tap in taps for a, k in tap.names.items() if k not in failed
+    }
+
+
+# ------------------------------------------------------------------ the vmap reference
+
+
+def _vmap_sums(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    chunk_size: int,
+    names: list[str],
+) -> dict[str, torch.Tensor]:
+    """``{name: sum_n grad_n^2}`` for ``names`` by ``vmap(grad)`` of one-sample losses."""
+    all_params = dict(model.named_parameters())
+    wrt = {k: all_params[k].detach() for k in names}
+    fixed = {k: p.detach() for k, p in all_params.items() if k not in wrt}
+    buffers = {k: b.detach() for k, b in model.named_buffers()}
+
+    def sample_loss(p: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
+        logits = functional_call(model, (p, fixed, buffers), (x.unsqueeze(0),))
+        return F.cross_entropy(logits, y.unsqueeze(0))
+
+    per_sample_grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+    nbytes = sum(p.numel() * p.element_size() for p in wrt.values())
+    chunk_size = max(1, min(chunk_size, PER_SAMPLE_BUDGET_BYTES // max(nbytes, 1)))
+    total = {k: torch.zeros_like(p) for k, p in wrt.items()}
+    for start in range(0, inputs.shape[0], chunk_size):
+        grads = per_sample_grads(
+            wrt, inputs[start : start + chunk_size], labels[start : start + chunk_size]
+        )
+        for k, g in grads.items():
+            total[k] += g.pow(2).sum(dim=0)
+    return total
+
+
+# ------------------------------------------------------------------ normalisation and mask
 
 
 def minmax_normalise(fisher: Mapping[str, torch.Tensor]) -> ParamDict:
