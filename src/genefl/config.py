@@ -80,6 +80,11 @@ class RunConfig:
     checkpoint_every: int = option(
         1, "write a resumable checkpoint every N rounds (0: never)", minimum=0
     )
+    client_store: str = option(
+        "auto", "where clients' models live between rounds: memory, disk (.npz files, only "
+        "a round's participants in memory), or auto (disk above 1000 clients)",
+        choices=("auto", "memory", "disk"),
+    )
     seed: int = option(0, "seed of every random choice in the run", minimum=0)
     device: str = option("auto", "torch device: auto, cpu, cuda, cuda:N")
     output_dir: str | None = option(

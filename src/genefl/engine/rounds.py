@@ -116,6 +116,7 @@ class Engine:
         dropout_rate: float = 0.0,
         max_update_ratio: float = math.inf,
         transport: Transport | None = None,
+        store: ClientStore | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.model = model
@@ -127,7 +128,7 @@ class Engine:
         self.settings = settings
         self.seed = seed
         self.callbacks = CallbackList(list(callbacks))
-        self.store = ClientStore()
+        self.store = store if store is not None else ClientStore()
         self.model_bytes = sum(layer.nbytes for layer in self.layers)
         self.fresh_model = fresh_model
         self.dropout_rate = dropout_rate

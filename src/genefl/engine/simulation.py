@@ -6,6 +6,7 @@ import hashlib
 import math
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from genefl.data.federation import Federation, build_federation
 from genefl.engine.checkpoint import load_checkpoint, save_checkpoint
 from genefl.engine.local import LocalSettings
 from genefl.engine.rounds import ClientTensors, Engine, PhaseLog, ServerState, Transport
+from genefl.engine.store import ClientStore, DiskClientStore
 from genefl.errors import ConfigError
 from genefl.method.cluster import data_signature, kmeans_clusters, pacfl_clusters, subspace_basis
 from genefl.models import build_model, get_params, list_layers
@@ -31,6 +33,8 @@ from genefl.seeding import derive_seed, numpy_rng, torch_generator
 
 #: how many of the last rounds the "last10" figures average
 LAST_ROUNDS = 10
+#: ``--client-store auto`` keeps clients on disk above this many clients
+DISK_STORE_ABOVE = 1000
 
 
 def resolve_device(name: str) -> torch.device:
@@ -197,10 +201,22 @@ def run_simulation(
     settings = LocalSettings(
         config.local_epochs, config.batch_size, config.lr, config.momentum, config.weight_decay
     )
+    store_dir: tempfile.TemporaryDirectory | None = None
+    store: ClientStore = ClientStore()
+    total_clients = config.known_clients + config.agnostic_clients
+    if config.client_store == "disk" or (
+        config.client_store == "auto" and total_clients > DISK_STORE_ABOVE
+    ):
+        if checkpoint is not None:
+            folder = Path(checkpoint).parent / "clients"
+        else:
+            store_dir = tempfile.TemporaryDirectory(prefix="genefl-clients-")
+            folder = Path(store_dir.name)
+        store = DiskClientStore(folder, device, cache_size=2 * config.clients_per_round)
     engine = Engine(
         algorithm, model, layers, clients, server, initial, settings, config.seed,
         callbacks, fresh_model=fresh, dropout_rate=config.dropout_rate,
-        max_update_ratio=config.max_update_ratio, transport=transport,
+        max_update_ratio=config.max_update_ratio, transport=transport, store=store,
     )
     resolved = resolved_dict(config, params)
     known_log, agnostic_log = PhaseLog(), PhaseLog()
@@ -319,5 +335,7 @@ def run_simulation(
         "peak_rss_mb": peak_rss_mb(),
     }
     engine.callbacks.on_run_end(results)
+    if store_dir is not None:
+        store_dir.cleanup()
     return results
 
