@@ -1,0 +1,119 @@
+"""genefl benchmarks: ratios measured side by side in one run (issue 5).
+
+``python benchmarks/run.py --quick`` (under 5 minutes on 2 CPU cores) prints a table and,
+as its last line, one JSON object with ``engine_vs_bare``, ``genefl_vs_fedavg_round``,
+``fisher_vs_epoch``, ``fisher_max_rel_err``, ``rss_10k_vs_100`` and
+``flower_sim_vs_engine`` (null until the Flower adapter exists). Without ``--quick`` it
+runs larger sizes and writes ``benchmarks/RESULTS.md`` with the machine and the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import engine as engine_bench  # noqa: E402
+import fisher as fisher_bench  # noqa: E402
+import store as store_bench  # noqa: E402
+
+TARGETS = {
+    "engine_vs_bare": (">=", 0.9),
+    "genefl_vs_fedavg_round": ("<=", 1.5),
+    "fisher_vs_epoch": ("<=", 2.0),
+    "fisher_max_rel_err": ("<=", 1e-5),
+    "rss_10k_vs_100": ("<=", 1.2),
+    "flower_sim_vs_engine": (">=", 3.0),
+}
+
+
+def _meets(key: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    op, bound = TARGETS[key]
+    return "yes" if (value >= bound if op == ">=" else value <= bound) else "NO"
+
+
+def machine() -> str:
+    """One line describing where the figures were taken."""
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, Python {platform.python_version()}, "
+            f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
+
+
+def main() -> None:
+    """Run the benchmarks; print the table and the JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (under 5 minutes)")
+    args = parser.parse_args()
+    os.chdir(HERE.parent)
+    t0 = time.perf_counter()
+    if args.quick:
+        eng = engine_bench.measure(samples=300, epochs=10, repeats=3)
+        fis = fisher_bench.measure(samples=600, repeats=3)
+        sto = store_bench.measure(rounds=100, prefill=False)
+    else:
+        eng = engine_bench.measure(samples=1350, epochs=10, repeats=5)
+        fis = fisher_bench.measure(samples=1350, repeats=5)
+        sto = store_bench.measure(rounds=300, prefill=True)
+    summary = {
+        "engine_vs_bare": eng["engine_vs_bare"],
+        "genefl_vs_fedavg_round": eng["genefl_vs_fedavg_round"],
+        "fisher_vs_epoch": fis["fisher_vs_epoch"],
+        "fisher_max_rel_err": fis["fisher_max_rel_err"],
+        "rss_10k_vs_100": sto["rss_10k_vs_100"],
+        "flower_sim_vs_engine": None,
+    }
+    rows = [
+        ("engine_vs_bare", "engine samples/s / bare loop samples/s (FedAvg round)"),
+        ("genefl_vs_fedavg_round", "GENE-FL round time / FedAvg round time"),
+        ("fisher_vs_epoch", "exact Fisher time / one training epoch"),
+        ("fisher_max_rel_err", "max relative error of the fast Fisher vs vmap"),
+        ("rss_10k_vs_100", "peak RSS, 10,000 clients / 100 clients (disk store)"),
+        ("flower_sim_vs_engine", "Flower simulation time / engine time (no Flower yet)"),
+    ]
+    lines = [f"machine: {machine()}", "",
+             f"{'figure':24s} {'value':>10s}  {'target':>8s}  met  meaning"]
+    for key, meaning in rows:
+        value = summary[key]
+        op, bound = TARGETS[key]
+        shown = "null" if value is None else f"{value:.3g}"
+        lines.append(f"{key:24s} {shown:>10s}  {op}{bound:<7g}  {_meets(key, value):4s} {meaning}")
+    lines.append("")
+    lines.append(
+        f"engine: bare {eng['bare_round_s']:.3f} s, fedavg {eng['fedavg_round_s']:.3f} s, "
+        f"genefl {eng['genefl_round_s']:.3f} s per round ({eng['clients']} clients x "
+        f"{eng['samples_per_client']} samples x {eng['epochs']} epochs)"
+    )
+    lines.append(
+        f"fisher: epoch {fis['epoch_s']:.3f} s, exact {fis['fisher_s']:.3f} s, vmap "
+        f"{fis['vmap_s']:.3f} s ({fis['samples']} samples)"
+    )
+    lines.append(
+        f"store: 100 clients {sto[100]['peak_rss_mb']:.0f} MiB, {sto[100]['round_s'] * 1e3:.1f} "
+        f"ms/round; 10,000 clients {sto[10_000]['peak_rss_mb']:.0f} MiB, "
+        f"{sto[10_000]['round_s'] * 1e3:.1f} ms/round ({sto['rounds']} rounds, prefill "
+        f"{sto['prefill']})"
+    )
+    lines.append(f"total {time.perf_counter() - t0:.0f} s")
+    text = "\n".join(lines)
+    print(text)
+    if not args.quick:
+        (HERE / "RESULTS.md").write_text(
+            "# Benchmark results\n\nWritten by `python benchmarks/run.py` (full mode).\n\n```\n"
+            + text + "\n```\n\n```json\n" + json.dumps(summary, indent=2) + "\n```\n"
+        )
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
