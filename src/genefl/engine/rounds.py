@@ -234,6 +234,27 @@ class Engine:
         )
         return upload, record
 
+    def receive(self, upload: Upload, rec: ClientRoundRecord) -> Upload | None:
+        """The server's side of one upload: what the transport delivers, validated.
+
+        Returns the upload to aggregate, or ``None``; ``rec`` records a loss in transit
+        (as a dropout, nothing counted as sent) or the reason for a rejection.
+        """
+        arrived = self.transport(upload)
+        if arrived is None:
+            rec.dropped, rec.upload_bytes, rec.upload_layers = True, 0, ()
+            return None
+        problem = upload_problem(
+            arrived, self.server.cluster_models[arrived.cluster], self.layer_map,
+            self.algorithm.allowed_upload_layers(arrived.cluster), self.max_update_ratio,
+        )
+        if problem is not None:
+            rec.rejected = problem
+            log.warning("round %d: upload of client %d rejected: %s", self.round,
+                        upload.client_id, problem)
+            return None
+        return arrived
+
     # -- one round -------------------------------------------------------------------
     def run_round(
         self, participants: Sequence[int], phase: str, phase_round: int, phase_log: PhaseLog,
@@ -269,27 +290,14 @@ class Engine:
             elif upload is None:
                 diverged += 1
             else:
-                arrived = self.transport(upload)
-                if arrived is None:  # lost on the way: counts as a dropout
-                    rec.dropped, rec.upload_bytes, rec.upload_layers = True, 0, ()
-                    dropped += 1
-                else:
-                    traffic.upload += rec.upload_bytes
-                    problem = upload_problem(
-                        arrived, self.server.cluster_models[arrived.cluster], self.layer_map,
-                        algo.allowed_upload_layers(arrived.cluster), self.max_update_ratio,
-                    )
-                    if problem is not None:
-                        rec.rejected = problem
-                        rejected += 1
-                        log.warning(
-                            "round %d: upload of client %d rejected: %s", self.round, cid,
-                            problem,
-                        )
-                    else:
-                        uploads.append(arrived)
-                        choices.add(arrived.layers)
-                        chosen.setdefault(arrived.cluster, []).append(arrived.layers)
+                accepted = self.receive(upload, rec)
+                dropped += rec.dropped
+                rejected += bool(rec.rejected)
+                traffic.upload += rec.upload_bytes
+                if accepted is not None:
+                    uploads.append(accepted)
+                    choices.add(accepted.layers)
+                    chosen.setdefault(accepted.cluster, []).append(accepted.layers)
                 if not rec.dropped:
                     data = self.clients[cid]
                     correct += rec.test_accuracy * data.test.y.shape[0]
