@@ -4,14 +4,17 @@ On the small CNN with ``samples`` Fashion-MNIST-shaped random images (1x28x28, 1
 classes), times side by side in one process: one training epoch as GENE-FL's clients run
 it (``train_local``: batch 64, SGD lr 0.01 momentum 0.9, fresh optimiser), the fast exact
 Fisher (``method="exact"``) and the ``vmap`` reference. Reports median times over
-``repeats`` runs, their ratios to the epoch and the fast Fisher's largest relative
-deviation from the reference. Run ``python benchmarks/fisher.py [--samples 600]
-[--repeats 3]``; the last printed line is the result as JSON.
+``repeats`` interleaved runs, their ratios to the epoch and the fast Fisher's largest
+relative deviation from the reference, in float32 as timed and, untimed, in float64.
+
+Run ``python benchmarks/fisher.py [--samples 600] [--repeats 3]``; the last printed line
+is the result as JSON. Other code can call :func:`measure`.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -25,17 +28,15 @@ from genefl.method.fisher import fisher_diagonal
 from genefl.models import build_model
 
 
-def _median_seconds(
-    fn: Callable[[], object], repeats: int, setup: Callable[[], object] | None = None
-) -> float:
-    times = []
-    for _ in range(repeats):
-        if setup is not None:
-            setup()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _max_rel_err(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> float:
+    """``max`` over parameters of ``max|got - ref| / max|ref|``."""
+    return max(float((got[k] - ref[k]).abs().max() / ref[k].abs().max()) for k in ref)
 
 
 def measure(samples: int = 600, repeats: int = 3, chunk_size: int = 128) -> dict[str, float]:
@@ -43,7 +44,9 @@ def measure(samples: int = 600, repeats: int = 3, chunk_size: int = 128) -> dict
 
     Returns keys ``epoch_s``, ``fisher_s``, ``vmap_s``, ``fisher_vs_epoch`` (fast /
     epoch), ``vmap_vs_epoch``, ``fisher_max_rel_err`` (max over parameters of
-    ``max|fast - vmap| / max|vmap|``), plus ``samples``, ``repeats`` and ``threads``.
+    ``max|fast - vmap| / max|vmap|`` of the timed float32 runs), ``fisher_max_rel_err_f64``
+    (the same for float64 copies of model and data), plus ``samples``, ``repeats`` and
+    ``threads``.
     """
     g = torch.Generator().manual_seed(0)
     model = build_model("cnn", 1, 10, 28, g)
@@ -54,22 +57,31 @@ def measure(samples: int = 600, repeats: int = 3, chunk_size: int = 128) -> dict
     # one warm-up epoch: realistic (non-initial) batch-norm statistics, warm kernels
     train_local(model, data, settings, None, torch.Generator().manual_seed(1))
     trained = {k: v.clone() for k, v in model.state_dict().items()}
+    for method in ("exact", "vmap"):  # warm-up
+        fisher_diagonal(model, x[:8], y[:8], chunk_size, method=method)
 
-    epoch_s = _median_seconds(
-        lambda: train_local(model, data, settings, None, torch.Generator().manual_seed(2)),
-        repeats,
-        setup=lambda: model.load_state_dict(trained),
-    )
-    model.load_state_dict(trained)
     fast: dict[str, torch.Tensor] = {}
     ref: dict[str, torch.Tensor] = {}
-    fisher_s = _median_seconds(
-        lambda: fast.update(fisher_diagonal(model, x, y, chunk_size)), repeats
-    )
-    vmap_s = _median_seconds(
-        lambda: ref.update(fisher_diagonal(model, x, y, chunk_size, method="vmap")), repeats
-    )
-    err = max(float((fast[k] - ref[k]).abs().max() / ref[k].abs().max()) for k in ref)
+    times: dict[str, list[float]] = {"epoch": [], "fisher": [], "vmap": []}
+    for _ in range(repeats):  # interleaved, so that a load change hits all three alike
+        model.load_state_dict(trained)
+        times["epoch"].append(_seconds(lambda: train_local(
+            model, data, settings, None, torch.Generator().manual_seed(2)
+        )))
+        model.load_state_dict(trained)
+        times["fisher"].append(_seconds(lambda: fast.update(
+            fisher_diagonal(model, x, y, chunk_size)
+        )))
+        times["vmap"].append(_seconds(lambda: ref.update(
+            fisher_diagonal(model, x, y, chunk_size, method="vmap")
+        )))
+    epoch_s, fisher_s, vmap_s = (statistics.median(times[k]) for k in ("epoch", "fisher", "vmap"))
+    # the same comparison in float64 (untimed): float32 rounding can flip a max-pool's
+    # choice between near-tied inputs differently in a batched and a one-sample forward,
+    # which changes that sample's (sub)gradient; float64 leaves only the methods' rounding
+    model64, x64 = copy.deepcopy(model).double(), x.double()
+    fast64 = fisher_diagonal(model64, x64, y, chunk_size)
+    ref64 = fisher_diagonal(model64, x64, y, chunk_size, method="vmap")
     return {
         "samples": samples,
         "repeats": repeats,
@@ -79,7 +91,8 @@ def measure(samples: int = 600, repeats: int = 3, chunk_size: int = 128) -> dict
         "vmap_s": vmap_s,
         "fisher_vs_epoch": fisher_s / epoch_s,
         "vmap_vs_epoch": vmap_s / epoch_s,
-        "fisher_max_rel_err": err,
+        "fisher_max_rel_err": _max_rel_err(fast, ref),
+        "fisher_max_rel_err_f64": _max_rel_err(fast64, ref64),
     }
 
 
@@ -97,7 +110,8 @@ def main() -> None:
     print(f"{'epoch':<14}{result['epoch_s']:>10.3f}{1.0:>10.2f}")
     print(f"{'fisher exact':<14}{result['fisher_s']:>10.3f}{result['fisher_vs_epoch']:>10.2f}")
     print(f"{'fisher vmap':<14}{result['vmap_s']:>10.3f}{result['vmap_vs_epoch']:>10.2f}")
-    print(f"max rel err (exact vs vmap): {result['fisher_max_rel_err']:.2e}")
+    print(f"max rel err exact vs vmap: float32 {result['fisher_max_rel_err']:.2e}, "
+          f"float64 {result['fisher_max_rel_err_f64']:.2e}")
     print(json.dumps(result))
 
 

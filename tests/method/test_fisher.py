@@ -413,3 +413,42 @@ def test_float32_fast_path_close_to_vmap() -> None:
     for name in ref:
         assert got[name].dtype == torch.float32
         assert _rel_err(got[name], ref[name]) < 1e-5, name
+
+
+def test_integer_inputs_and_first_layer_without_bias(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Token ids (no input gradient exists); an embedding is not a fast module."""
+
+    class Bag(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(11, 4)
+            self.proj = nn.Linear(4, 6, bias=False)
+            self.act = nn.ReLU(inplace=True)
+            self.head = nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.act(self.proj(self.embed(x))).mean(1))
+
+    torch.manual_seed(0)
+    model = Bag().double()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randint(0, 11, (6, 5), generator=g), torch.randint(0, 3, (6,), generator=g)
+    _check_exact(model, x, y, monkeypatch, expect_vmap={"embed.weight"})
+
+
+def test_partly_frozen_layers_and_more_norm_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bias-only training (weights frozen), BatchNorm1d on (n, C), multi-dim LayerNorm."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3), nn.LayerNorm([3, 4, 4]), nn.Tanh(), nn.Flatten(),
+        nn.Linear(48, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3),
+    ).double()
+    _randomise_norm_stats(model)
+    model[0].weight.requires_grad_(False)
+    model[4].weight.requires_grad_(False)
+    model[5].bias.requires_grad_(False)
+    x, y = _images(6, 2, 6)
+    got = _check_exact(model, x, y, monkeypatch)
+    assert set(got) == {
+        "0.bias", "1.weight", "1.bias", "4.bias", "5.weight", "7.weight", "7.bias"
+    }

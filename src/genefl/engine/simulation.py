@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -209,6 +210,8 @@ def run_simulation(
     ):
         if checkpoint is not None:
             folder = Path(checkpoint).parent / "clients"
+            if not resume and folder.exists():
+                shutil.rmtree(folder)  # a previous run's client files (--overwrite)
         else:
             store_dir = tempfile.TemporaryDirectory(prefix="genefl-clients-")
             folder = Path(store_dir.name)

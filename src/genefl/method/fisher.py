@@ -23,8 +23,8 @@ gradient is a per-sample contraction of ``g_n`` with ``x_n``:
   where ``x_hat`` is the module's own normalisation of its input without the affine part.
 
 These are the per-sample gradients themselves, not an approximation; squaring and
-summing over ``n`` gives ``n * F``. The backward pass only asks autograd for the input's
-gradient, so no batch parameter gradient is computed (and ``.grad`` is never touched).
+summing over ``n`` gives ``n * F``. The backward pass asks autograd only for one parameter
+per tapped module (enough for every hook to fire; ``.grad`` is never touched).
 
 Exactness guards: a parameter takes the fast path only if, in every chunk, its module was
 called exactly once, the module's output received a gradient, its saved input was not
@@ -69,6 +69,10 @@ _FAST_KINDS: tuple[tuple[type[nn.Module], str], ...] = (
 
 METHODS = ("exact", "vmap")
 
+#: Target size (bytes) of one block of per-sample gradients, small enough to stay in cache
+#: between the matmul that writes it and the square-and-sum that reads it.
+_BLOCK_BYTES = 1 << 22
+
 
 def fisher_diagonal(
     model: nn.Module,
@@ -83,7 +87,8 @@ def fisher_diagonal(
     Args:
         model: the network; the train/eval mode of every module is restored afterwards,
             parameters, buffers and ``.grad`` are left untouched.
-        inputs: ``(n, C, H, W)`` float tensor on the model's device.
+        inputs: ``(n, ...)`` model inputs on the model's device (images: ``(n, C, H, W)``
+            float).
         labels: ``(n,)`` int64 class indices.
         chunk_size: samples per forward/backward chunk (memory vs. speed). Per-sample
             intermediates are further split to fit :data:`PER_SAMPLE_BUDGET_BYTES`; on the
@@ -94,8 +99,9 @@ def fisher_diagonal(
             Both are exact; they differ only in cost and rounding.
 
     Returns:
-        ``{param_name: tensor}`` of the parameter's shape, the mean over the ``n``
-        samples of squared per-sample gradients.
+        ``{param_name: tensor}`` for each parameter with ``requires_grad``, in
+        ``named_parameters`` order, of the parameter's shape and dtype: the mean over
+        the ``n`` samples of squared per-sample gradients.
 
     """
     if method not in METHODS:
@@ -129,6 +135,19 @@ def fisher_diagonal(
 # ------------------------------------------------------------------ per-layer closed forms
 
 
+def _add_sum_sq_matmul(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``out += sum_n (a_n @ b_n^T)^2`` (elementwise square) for ``a: (n, ..., m, K)``,
+    ``b: (n, ..., c, K)`` and ``out: (..., m, c)``.
+
+    The per-sample products ``(n, ..., m, c)`` are formed in column blocks of about
+    :data:`_BLOCK_BYTES`, which is much faster than one large product when ``K`` is small.
+    """
+    block = max(1, _BLOCK_BYTES // max(a[..., 0].numel() * a.element_size(), 1))
+    for c in range(0, b.shape[-2], block):
+        per = torch.matmul(a, b[..., c : c + block, :].transpose(-1, -2))
+        out[..., c : c + block] += per.square_().sum(0)
+
+
 def _linear_sq(
     x: torch.Tensor, g: torch.Tensor, budget: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,9 +164,10 @@ def _linear_sq(
     x3, g3 = x.reshape(n, -1, d_in), g.reshape(n, -1, d_out)
     step = max(1, budget // (d_out * d_in * x.element_size()))
     weight = x.new_zeros(d_out, d_in)
-    for s in range(0, n, step):
-        per = torch.bmm(g3[s : s + step].transpose(1, 2), x3[s : s + step])  # (k, out, in)
-        weight += per.square_().sum(0)
+    for s in range(0, n, step):  # per sample (out, T) @ (T, in)
+        _add_sum_sq_matmul(
+            weight, g3[s : s + step].transpose(1, 2), x3[s : s + step].transpose(1, 2)
+        )
     return weight, g3.sum(1).square().sum(0)
 
 
@@ -159,31 +179,54 @@ def _conv_sq(
     ``x: (n, C_in, *spatial_in)`` module input, ``g: (n, C_out, *spatial_out)`` output
     gradient; returns ``(weight (C_out, C_in/groups, *k), bias (C_out,))``. Per sample
     ``dW_n = G_n U_n^T`` with ``U_n = unfold(x_n): (C_in*k, P)`` and ``G_n: (C_out, P)``,
-    per group; samples go in sub-chunks whose ``U`` and ``dW`` fit ``budget`` bytes.
+    per group; ``U`` is copied once from a strided view of the padded input (cheaper than
+    ``F.unfold``); samples go in sub-chunks whose ``U`` and ``dW`` fit ``budget`` bytes.
     """
-    padding: tuple[int, ...] | str = conv.padding
-    if conv.padding_mode != "zeros" or isinstance(padding, str):
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        pad = list(conv._reversed_padding_repeated_twice)
+    else:
+        pad = [p for p in reversed(conv.padding) for _ in range(2)]
+    if any(pad):
         mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
-        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=mode)
-        padding = (0,) * (x.dim() - 2)
+        x = F.pad(x, pad, mode=mode)
     kernel, stride, dilation = conv.kernel_size, conv.stride, conv.dilation
     if x.dim() == 3:  # Conv1d as a 2-D convolution of height 1
         x, g = x.unsqueeze(2), g.unsqueeze(2)
-        kernel, stride = (1, *kernel), (1, *stride)
-        dilation, padding = (1, *dilation), (0, *padding)
-    n, groups, c_out = x.shape[0], conv.groups, g.shape[1]
-    cols = x.shape[1] // groups * kernel[0] * kernel[1]  # (C_in/groups) * k*k
+        kernel, stride, dilation = (1, *kernel), (1, *stride), (1, *dilation)
+    n, c_in, groups, c_out = x.shape[0], x.shape[1], conv.groups, g.shape[1]
+    cols = c_in // groups * kernel[0] * kernel[1]  # (C_in/groups) * k*k
     positions = g.shape[2] * g.shape[3]
-    per_sample = max(c_out * cols, groups * cols * positions, g[0].numel())
+    # windows as a view: (n, C_in, H_out, W_out, k_h, k_w), then (n, C_in, k_h, k_w, P)
+    spans = [d * (k - 1) + 1 for d, k in zip(dilation, kernel)]
+    windows = x.unfold(2, spans[0], stride[0]).unfold(3, spans[1], stride[1])
+    windows = windows[..., :: dilation[0], :: dilation[1]].permute(0, 1, 4, 5, 2, 3)
+    per_sample = max(c_out * cols, c_in * kernel[0] * kernel[1] * positions)
     step = max(1, budget // (per_sample * x.element_size()))
     weight = x.new_zeros(groups, c_out // groups, cols)
     for s in range(0, n, step):
-        u = F.unfold(x[s : s + step], kernel, dilation, padding, stride)  # (k, C_in*kk, P)
-        u = u.view(u.shape[0], groups, cols, positions)
+        u = windows[s : s + step].reshape(-1, groups, cols, positions)  # one copy
         gg = g[s : s + step].reshape(u.shape[0], groups, c_out // groups, positions)
-        weight += torch.matmul(gg, u.transpose(-1, -2)).square_().sum(0)
+        _add_sum_sq_matmul(weight, gg, u)
     bias = g.flatten(2).sum(2).square().sum(0)
     return weight.reshape(conv.weight.shape), bias
+
+
+def _summed_dims(t: torch.Tensor, param_dims: int) -> tuple[int, ...]:
+    """Dims of ``t: (n, ...)`` a per-sample gradient sums over: all but the batch dim and
+    the parameter's dims, which are ``1 .. param_dims`` if ``param_dims > 0`` (channels
+    first) and the last ``-param_dims`` dims otherwise.
+    """
+    if param_dims > 0:
+        return tuple(range(1 + param_dims, t.dim()))
+    return tuple(range(1, t.dim() + param_dims))
+
+
+def _bias_sq(g: torch.Tensor, param_dims: int) -> torch.Tensor:
+    """Sum over samples of squared per-sample bias gradients; ``g: (n, ...)`` output
+    gradient, bias dims as in :func:`_summed_dims`.
+    """
+    dims = _summed_dims(g, param_dims)
+    return (g.sum(dims) if dims else g).square().sum(0)
 
 
 def _norm_sq(
@@ -191,19 +234,13 @@ def _norm_sq(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sums over samples of squared per-sample gradients of an affine ``w * x_hat + b``.
 
-    ``x_hat, g: (n, ...)``; the parameters have the shape of ``x_hat``'s dims
-    ``1 .. param_dims`` if ``param_dims > 0`` (channels first: BatchNorm, GroupNorm), else
-    of its last ``-param_dims`` dims (LayerNorm); all other dims are summed per sample.
-    Returns ``(weight, bias)`` in the parameters' shape.
+    ``x_hat, g: (n, ...)``; the parameters' dims are given by ``param_dims`` as in
+    :func:`_summed_dims` (``1``: channels first, BatchNorm and GroupNorm; ``-k``: the last
+    ``k`` dims, LayerNorm). Returns ``(weight, bias)`` in the parameters' shape.
     """
-    if param_dims > 0:
-        dims = tuple(range(1 + param_dims, x_hat.dim()))
-    else:
-        dims = tuple(range(1, x_hat.dim() + param_dims))
-    dw, db = g * x_hat, g
-    if dims:
-        dw, db = dw.sum(dims), db.sum(dims)
-    return dw.square().sum(0), db.square().sum(0)
+    dims = _summed_dims(x_hat, param_dims)
+    dw = g * x_hat
+    return (dw.sum(dims) if dims else dw).square().sum(0), _bias_sq(g, param_dims)
 
 
 def _normalised(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -233,23 +270,25 @@ class _Tap:
     calls: int = 0
     x: torch.Tensor | None = None
     x_version: int = -1
+    node: object = None  # grad_fn of the output, taken before any in-place change
     g: torch.Tensor | None = None
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Forget the previous chunk's tensors."""
-        self.calls, self.x, self.x_version, self.g = 0, None, -1, None
+        self.calls, self.x, self.x_version, self.node, self.g = 0, None, -1, None, None
 
     def forward_hook(self, module: nn.Module, args: tuple, output: object) -> None:
         """Record the input and hook the output gradient (first call of the chunk only)."""
         self.calls += 1
         if self.calls > 1:
-            self.x = None
+            self.x, self.node = None, None
             return
         if args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
             self.x = args[0].detach()
             self.x_version = args[0]._version
             if output.requires_grad:
+                self.node = output.grad_fn
                 output.register_hook(self._grad_hook)
 
     def _grad_hook(self, grad_out: torch.Tensor) -> None:
@@ -263,14 +302,19 @@ class _Tap:
             and x._version == self.x_version and x.dim() >= 2 and g.dim() >= 2
             and x.shape[0] == n and g.shape[0] == n
             and (self.kind != "conv" or x.dim() == self.module.weight.dim())
+            and (self.kind != "layernorm" or x.dim() > len(self.module.normalized_shape))
         )
 
-    def squares(self, budget: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(weight, bias)`` sums over this chunk of squared per-sample gradients."""
+    def squares(self, budget: int, weight: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``(weight, bias)`` sums over this chunk of squared per-sample gradients; the
+        weight's is skipped (``None``) unless ``weight``.
+        """
         assert self.x is not None and self.g is not None
         if self.kind == "linear":
-            return _linear_sq(self.x, self.g, budget)
+            return _linear_sq(self.x, self.g, budget) if weight else (None, _bias_sq(self.g, -1))
         if self.kind == "conv":
+            if not weight:
+                return None, _bias_sq(self.g, 1)
             return _conv_sq(self.x, self.g, self.module, budget)  # type: ignore[arg-type]
         x_hat, param_dims = _normalised(self.module, self.x)
         return _norm_sq(x_hat, self.g, param_dims)
@@ -291,25 +335,74 @@ def _samples_independent(model: nn.Module) -> bool:
     )
 
 
-def _param_uses(root: torch.Tensor) -> Counter[int]:
-    """``id(param) -> number of graph edges into its gradient accumulator`` below ``root``."""
-    uses: Counter[int] = Counter()
-    seen: set[object] = set()
-    stack = [root.grad_fn]
+@dataclass
+class _Graph:
+    """The autograd graph below a loss: node children and parameter accumulators."""
+
+    children: dict[object, list[object]]
+    accumulators: dict[int, object]  # id(param) -> its AccumulateGrad node
+    uses: Counter[int]  # id(param) -> number of graph edges into its accumulator
+
+
+def _graph(root: torch.Tensor) -> _Graph:
+    """Walk the autograd graph of ``root`` once (iteratively)."""
+    graph = _Graph({}, {}, Counter())
+    stack = [root.grad_fn] if root.grad_fn is not None else []
     while stack:
         node = stack.pop()
-        if node is None or node in seen:
+        if node in graph.children:
             continue
-        seen.add(node)
-        for child, _ in node.next_functions:
-            if child is None:
-                continue
+        kids = [child for child, _ in node.next_functions if child is not None]
+        graph.children[node] = kids
+        for child in kids:
             variable = getattr(child, "variable", None)
             if variable is not None:
-                uses[id(variable)] += 1
-            else:
+                graph.uses[id(variable)] += 1
+                graph.accumulators[id(variable)] = child
+            elif child not in graph.children:
                 stack.append(child)
-    return uses
+    return graph
+
+
+def _reaches(graph: _Graph, node: object, targets: set[object]) -> bool:
+    """Whether backward from ``node`` leads to one of the ``targets`` accumulators."""
+    stack, seen = [node], set()
+    while stack:
+        current = stack.pop()
+        if current in targets:
+            return True
+        if current in seen:
+            continue
+        seen.add(current)
+        stack.extend(graph.children.get(current, ()))
+    return False
+
+
+def _backward_targets(
+    graph: _Graph, taps: list[_Tap], params: Mapping[str, torch.Tensor]
+) -> list[torch.Tensor]:
+    """Few, cheap parameters whose gradients make every tapped output's hook fire.
+
+    Every trainable bias of a tap first (its gradient is a mere sum); then, for each
+    tapped output from which backward reaches none of them (e.g. a bias-free first
+    convolution), that tap's weight. Backward then computes only these gradients and
+    the activation gradients leading to them — not the input's gradient, nor the
+    weight gradients of convolutions that a later bias already lies beyond.
+    """
+    chosen: dict[object, torch.Tensor] = {}
+
+    def choose(name: str) -> None:
+        node = graph.accumulators.get(id(params[name]))
+        if node is not None:
+            chosen.setdefault(node, params[name])
+
+    for tap in taps:
+        if "bias" in tap.names:
+            choose(tap.names["bias"])
+    for tap in taps:
+        if tap.node is not None and not _reaches(graph, tap.node, set(chosen)):
+            choose(tap.names.get("weight", tap.names.get("bias", "")))
+    return list(chosen.values())
 
 
 def _make_taps(model: nn.Module, params: Mapping[str, torch.Tensor]) -> list[_Tap]:
@@ -346,23 +439,19 @@ def _fast_sums(
     handles = [t.module.register_forward_hook(t.forward_hook, prepend=True) for t in taps]
     try:
         for start in range(0, inputs.shape[0], chunk_size):
-            x = inputs[start : start + chunk_size].detach()
+            x = inputs[start : start + chunk_size]
             y = labels[start : start + chunk_size]
             n = x.shape[0]
             for tap in taps:
                 tap.reset()
             with torch.enable_grad():
-                if x.is_floating_point():
-                    leaf = x.requires_grad_(True)
-                    wrt: list[torch.Tensor] = [leaf]
-                    x = leaf.clone()  # the model may modify its input in place
-                else:  # e.g. token ids: ask for the parameters' gradients instead
-                    wrt = list(params.values())
                 loss = F.cross_entropy(model(x), y, reduction="sum")
-                uses = _param_uses(loss)
-                if loss.requires_grad:
-                    torch.autograd.grad(loss, wrt, allow_unused=True)
-            del loss, x, wrt
+                graph = _graph(loss)
+                wrt = _backward_targets(graph, taps, params)
+                if wrt:
+                    torch.autograd.grad(loss, wrt)
+            uses = graph.uses
+            del loss, graph, wrt
             for tap in taps:
                 live = [a for a, k in tap.names.items() if k not in failed]
                 if not live:
@@ -374,9 +463,10 @@ def _fast_sums(
                 failed.update(k for a, k in tap.names.items() if a not in live)
                 if not live:
                     continue
-                weight, bias = tap.squares(budget)
+                weight, bias = tap.squares(budget, "weight" in live)
                 for attr in live:
                     value = weight if attr == "weight" else bias
+                    assert value is not None
                     if attr in tap.sums:
                         tap.sums[attr] += value
                     else:
