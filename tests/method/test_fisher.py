@@ -342,7 +342,9 @@ def test_unsupported_modules_and_batch_stat_bn_fall_back(
         assert torch.equal(got[name], ref[name])
 
 
-def test_fast_path_sub_chunks_under_a_small_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fast_path_sub_chunks_and_blocks_under_small_budgets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import genefl.method.fisher as fisher
 
     torch.manual_seed(0)
@@ -353,6 +355,7 @@ def test_fast_path_sub_chunks_under_a_small_budget(monkeypatch: pytest.MonkeyPat
     x, y = _images(7, 2, 5)
     full = fisher_diagonal(model, x, y)
     monkeypatch.setattr(fisher, "PER_SAMPLE_BUDGET_BYTES", 1)  # one sample at a time
+    monkeypatch.setattr(fisher, "_BLOCK_BYTES", 1)  # one column of dW at a time
     small = fisher_diagonal(model, x, y, chunk_size=3)
     for name in full:
         assert torch.allclose(full[name], small[name], rtol=1e-12, atol=0), name

@@ -18,7 +18,8 @@ gradient is a per-sample contraction of ``g_n`` with ``x_n``:
 * Linear, ``x_n: (in,)``, ``g_n: (out,)``: ``dW_n = g_n x_n^T`` and
   ``sum_n dW_n^2 = (g^2)^T (x^2)`` (one matmul); ``sum_n db_n^2 = sum_n g_n^2``.
 * Conv: with ``U_n = unfold(x_n)`` of shape ``(in*k*k, P)`` and ``G_n: (out, P)``,
-  ``dW_n = G_n U_n^T`` (one batched matmul per sub-chunk), ``db_n = sum_p G_n[:, p]``.
+  ``dW_n = G_n U_n^T`` (batched matmuls over a sub-chunk of samples, in cache-sized blocks
+  of columns, each squared and summed over ``n`` at once), ``db_n = sum_p G_n[:, p]``.
 * Normalisation: ``dw_n = sum_positions g_n * x_hat_n``, ``db_n = sum_positions g_n``,
   where ``x_hat`` is the module's own normalisation of its input without the affine part.
 
@@ -179,8 +180,9 @@ def _conv_sq(
     ``x: (n, C_in, *spatial_in)`` module input, ``g: (n, C_out, *spatial_out)`` output
     gradient; returns ``(weight (C_out, C_in/groups, *k), bias (C_out,))``. Per sample
     ``dW_n = G_n U_n^T`` with ``U_n = unfold(x_n): (C_in*k, P)`` and ``G_n: (C_out, P)``,
-    per group; ``U`` is copied once from a strided view of the padded input (cheaper than
-    ``F.unfold``); samples go in sub-chunks whose ``U`` and ``dW`` fit ``budget`` bytes.
+    per group. ``U`` is copied once from a strided view of the padded input (cheaper than
+    ``F.unfold``) for sub-chunks of samples whose ``U`` and ``dW`` would fit ``budget``
+    bytes; ``dW`` itself is only formed in cache-sized blocks (:func:`_add_sum_sq_matmul`).
     """
     if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         pad = list(conv._reversed_padding_repeated_twice)
