@@ -45,7 +45,7 @@ def workload(clients: int, rounds: int, kind: str, prefill: bool) -> dict[str, f
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory (MiB) since its exec.
+    """Peak resident memory of the current process (MiB) since its exec.
 
     ``VmHWM`` rather than ``ru_maxrss``: on Linux the latter survives ``fork`` + ``exec``
     and would report the (larger) parent's memory for a small child.
