@@ -32,7 +32,7 @@ def workload(clients: int, rounds: int, kind: str, prefill: bool) -> dict[str, f
         store = ClientStore() if kind == "memory" else DiskClientStore(folder, cache_size=20)
         if prefill:
             for cid in range(clients):
-                store.put(cid, initial, {})
+                store.put(cid, {k: v.clone() for k, v in initial.items()}, {})
         rng = np.random.default_rng(0)
         t0 = time.perf_counter()
         for _ in range(rounds):
