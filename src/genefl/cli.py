@@ -1,4 +1,4 @@
-"""Command-line interface: ``genefl run``, ``genefl compare`` and ``genefl methods``."""
+"""Command-line interface: ``genefl run``, ``compare``, ``attack`` and ``methods``."""
 
 from __future__ import annotations
 
@@ -87,6 +87,38 @@ def build_parser() -> argparse.ArgumentParser:
         "[default: the preset's, else 1]",
     )
     _add_common(compare, with_method=False)
+    attack = sub.add_parser(
+        "attack", help="iDLG gradient inversion against each method's shared layers (PSNR)"
+    )
+    attack.add_argument(
+        "--methods", default=None,
+        help="'all' (fedavg,fedavg-dp,parfed,fedlg,genefl) or a comma-separated list of "
+        "methods, each optionally with '-dp' (Gaussian noise on the shared gradient) "
+        "[default: all]",
+    )
+    attack.add_argument(
+        "--images", default=None, metavar="INT",
+        help="victim gradients attacked per method [>= 1; default: 4]",
+    )
+    attack.add_argument(
+        "--batch", default=None, metavar="INT",
+        help="images per victim gradient (1 = iDLG's setting; larger batches infer labels "
+        "assuming they are distinct) [>= 1; default: 1]",
+    )
+    attack.add_argument(
+        "--attack-iterations", default=None, metavar="INT",
+        help="L-BFGS steps of the inversion (each up to 20 evaluations) [>= 1; default: 300]",
+    )
+    attack.add_argument(
+        "--attack-lr", default=None, metavar="FLOAT",
+        help="L-BFGS step size [> 0; default: 1]",
+    )
+    attack.add_argument(
+        "--dp-sigma2", default=None, metavar="FLOAT",
+        help="variance of the Gaussian noise added to the shared gradient by '<method>-dp' "
+        "[> 0; default: 0.001]",
+    )
+    _add_common(attack, with_method=False)
     sub.add_parser("methods", help="list the registered methods")
     return parser
 
@@ -94,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: keys of the command line that are not run options
 _NOT_OPTIONS = (
     "command", "config", "quiet", "overwrite", "preset", "methods", "repeats", "resume",
+    "images", "batch", "attack_iterations", "attack_lr", "dp_sigma2",
 )
 
 
@@ -259,6 +292,142 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(value: Any, name: str, kind: type, minimum: float, exclusive: bool = False) -> Any:
+    """``value`` as ``kind`` with a lower bound, or a ConfigError naming ``--name``."""
+    try:
+        number = kind(value)
+        if kind is int and (isinstance(value, float) or str(value).strip() != str(number)):
+            raise ValueError
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError
+        if number < minimum or (exclusive and number == minimum):
+            raise ValueError
+    except (TypeError, ValueError):
+        bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"--{name} must be {what} {bound}; got {value!r}") from None
+    return number
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    """Validate, train each method's known phase, attack it, write table, CSV and grid."""
+    from genefl.compare import plan_runs
+    from genefl.data.datasets import load_dataset
+    from genefl.engine.simulation import resolve_device, validate_protocol
+    from genefl.privacy.experiment import (
+        AttackOptions,
+        base_method,
+        noise_baseline,
+        parse_attack_methods,
+        run_attack,
+    )
+    from genefl.privacy.idlg import AttackSettings
+    from genefl.report.attack import (
+        ATTACK_FILES,
+        attack_rows,
+        format_attack_table,
+        plot_attack_grid,
+        write_attack_csv,
+        write_attack_json,
+        write_attack_markdown,
+    )
+
+    values = _merged_values(args)
+    file_methods = values.pop("methods", "all")
+    values.pop("repeats", None)
+    attack_values = {
+        key: values.pop(key, None)
+        for key in ("images", "batch", "attack_iterations", "attack_lr", "dp_sigma2")
+    }
+    for key in attack_values:
+        if getattr(args, key, None) is not None:
+            attack_values[key] = getattr(args, key)
+    methods = parse_attack_methods(args.methods if args.methods is not None else file_methods)
+    defaults = AttackOptions()
+    options = AttackOptions(
+        images=_number(attack_values["images"] or defaults.images, "images", int, 1),
+        batch=_number(attack_values["batch"] or defaults.batch, "batch", int, 1),
+        dp_sigma2=_number(
+            attack_values["dp_sigma2"] or defaults.dp_sigma2, "dp-sigma2", float, 0, True
+        ),
+        settings=AttackSettings(
+            iterations=_number(
+                attack_values["attack_iterations"] or defaults.settings.iterations,
+                "attack-iterations", int, 1,
+            ),
+            lr=_number(
+                attack_values["attack_lr"] or defaults.settings.lr, "attack-lr", float, 0, True
+            ),
+        ),
+    )
+    dataset_name = values.get("dataset", RunConfig.dataset)
+    out = Path(
+        values.get("output_dir")
+        or Path("runs") / f"attack-{dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    values.pop("output_dir", None)
+    bases = list(dict.fromkeys(base_method(m) for m in methods))
+    plan = dict(zip(bases, plan_runs(values, bases, 1, out, _source(args))))
+    config = next(iter(plan.values()))[0]
+    resolve_device(config.device)
+    dataset = load_dataset(config.dataset, config.data_dir)  # missing/corrupt files fail here
+    validate_protocol(config, dataset)
+    num_classes = dataset.num_classes // 2 + dataset.num_classes % 2
+    if options.batch > num_classes:
+        raise ConfigError(
+            f"--batch {options.batch}: label inference needs distinct labels, and a known "
+            f"client holds at most {num_classes} classes; choose --batch <= {num_classes}"
+        )
+    if (out / "attack.csv").exists() and not args.overwrite:
+        raise ConfigError(
+            f"--output-dir {out} already holds attack.csv; choose another directory or pass "
+            "--overwrite"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--output-dir {out}: cannot create it ({exc.strerror})") from exc
+    (out / "attack_config.toml").write_text(
+        "# resolved configuration of this attack\n"
+        + dump_toml({
+            "preset": args.preset, "methods": ",".join(methods), "images": options.images,
+            "batch": options.batch, "attack_iterations": options.settings.iterations,
+            "attack_lr": options.settings.lr, "dp_sigma2": options.dp_sigma2,
+            **{k: v for k, v in resolved_dict(config, plan[bases[0]][1]).items()
+               if k not in ("method", "output_dir")},
+        })
+    )
+    print(f"attacking {', '.join(methods)} on {config.dataset}: {options.images} victim "
+          f"gradient(s) of {options.batch} image(s) each, after {config.known_rounds} known "
+          f"rounds -> {out}/")
+
+    def callbacks_for(method: str) -> list:
+        from genefl.callbacks import ProgressBar
+
+        return [ProgressBar(disable=args.quiet, desc=f"{method} training")]
+
+    attacks = run_attack(plan, methods, dataset, options, callbacks_for)
+    source = next((a for a in attacks if a.results), None)
+    noise = noise_baseline([r.original for r in source.results], config.seed) if source else []
+    rows = attack_rows(attacks, noise)
+    write_attack_csv(rows, out / "attack.csv")
+    write_attack_markdown(
+        rows, out / "attack.md",
+        f"{config.dataset}, {config.model}, seed {config.seed}; victims after "
+        f"{config.known_rounds} known rounds; {options.images} x {options.batch} image(s); "
+        f"L-BFGS {options.settings.iterations} steps, lr {options.settings.lr:g}.",
+    )
+    write_attack_json(attacks, out / "attack.json")
+    plot_attack_grid(attacks, noise, out / "attack_grid.png")
+    print()
+    print(format_attack_table(rows))
+    for a in attacks:
+        if a.note:
+            print(f"note: {a.method}: {a.note}")
+    print(f"\nwritten to {out}/: {', '.join(ATTACK_FILES)}, attack_config.toml")
+    return 0
+
+
 def cmd_methods() -> int:
     """Print each registered method with what it exchanges."""
     from genefl.algorithms.registry import algorithm_names, get_algorithm_class
@@ -278,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_methods()
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "attack":
+            return cmd_attack(args)
         return cmd_run(args)
     except GeneflError as exc:
         print(f"genefl: error: {exc}", file=sys.stderr)

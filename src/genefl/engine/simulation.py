@@ -10,13 +10,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from genefl.algorithms.base import ClientData
+from genefl.algorithms.base import Algorithm, ClientData
 from genefl.algorithms.registry import get_algorithm_class
 from genefl.callbacks.base import Callback
 from genefl.callbacks.writers import json_safe
@@ -30,7 +31,9 @@ from genefl.engine.store import ClientStore, DiskClientStore
 from genefl.errors import ConfigError
 from genefl.method.cluster import data_signature, kmeans_clusters, pacfl_clusters, subspace_basis
 from genefl.models import build_model, get_params, list_layers
+from genefl.models.layers import Layer
 from genefl.seeding import derive_seed, numpy_rng, torch_generator
+from genefl.types import ParamDict
 
 #: how many of the last rounds the "last10" figures average
 LAST_ROUNDS = 10
@@ -50,13 +53,21 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"--device {name!r} is not a torch device ({exc})") from exc
 
 
+def channel_stats(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std ``(1, C, 1, 1)`` of training pixels ``(n, C, H, W)`` in
+    ``[0, 1]``: a model's input is ``(pixels - mean) / std``.
+    """
+    mean = train.mean(dim=(0, 2, 3), keepdim=True)
+    std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return mean, std
+
+
 def client_tensors(
     dataset: ImageDataset, federation: Federation, device: torch.device
 ) -> dict[int, ClientTensors]:
     """Normalised per-client tensors on ``device`` (per-channel train mean/std)."""
     train = torch.from_numpy(dataset.train_images).float().div_(255.0)
-    mean = train.mean(dim=(0, 2, 3), keepdim=True)
-    std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    mean, std = channel_stats(train)
     test = torch.from_numpy(dataset.test_images).float().div_(255.0)
     train_x = ((train - mean) / std).to(device)
     test_x = ((test - mean) / std).to(device)
@@ -137,7 +148,38 @@ def _config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list
     ]
 
 
-def run_simulation(
+@dataclass
+class Simulation:
+    """Everything one in-process run is made of, ready for :meth:`Engine.run_phase`."""
+
+    config: RunConfig
+    device: torch.device
+    #: the data set after ``train_fraction`` subsampling
+    dataset: ImageDataset
+    federation: Federation
+    layers: list[Layer]
+    #: the shared initial weights of every cluster model
+    initial: ParamDict
+    algorithm: Algorithm
+    clients: dict[int, ClientTensors]
+    known_ids: list[int]
+    agnostic_ids: list[int]
+    #: cluster of each known client, in ``known_ids`` order
+    labels: np.ndarray
+    server: ServerState
+    engine: Engine
+    signature_bytes_known: int
+    #: temporary folder of a disk store without a checkpoint (removed by :meth:`close`)
+    store_dir: tempfile.TemporaryDirectory | None = None
+
+    def close(self) -> None:
+        """Remove temporary files."""
+        if self.store_dir is not None:
+            self.store_dir.cleanup()
+            self.store_dir = None
+
+
+def prepare_simulation(
     config: RunConfig,
     params: Any,
     callbacks: Sequence[Callback] = (),
@@ -145,23 +187,10 @@ def run_simulation(
     checkpoint: Path | None = None,
     resume: bool = False,
     transport: Transport | None = None,
-) -> dict[str, Any]:
-    """Run the known phase then the agnostic phase; return the results dict.
-
-    With ``checkpoint``, the run state is written there atomically every
-    ``config.checkpoint_every`` rounds and at the end of each phase; with ``resume`` the
-    run continues from that file (which must come from the same configuration) and ends
-    with the same results as an uninterrupted run. ``transport`` replaces the channel that
-    carries uploads to the server (fault-injection experiments).
-
-    Keys (accuracies are fractions in [0, 1], bytes are float32 wire bytes):
-    ``known_accuracy`` (every known client's own model at the end of the known phase),
-    ``known_accuracy_last10``, ``agnostic_accuracy_round0``, ``agnostic_accuracy_last10``,
-    ``upload_bytes`` / ``download_bytes`` (known phase, the paper's *Comm*),
-    ``full_model_upload_bytes``, ``learngene_bytes`` (mean cluster learnGene),
-    ``init_bytes`` (mean per new client), the ``*_agnostic`` counters, ``wall_seconds``.
+) -> Simulation:
+    """Data, federation, one-shot clustering, initial weights, algorithm and engine of one
+    run (the same for every method under a given seed); nothing is trained yet.
     """
-    t0 = time.perf_counter()
     device = resolve_device(config.device)
     if dataset is None:
         dataset = load_dataset(config.dataset, config.data_dir)
@@ -221,6 +250,45 @@ def run_simulation(
         callbacks, fresh_model=fresh, dropout_rate=config.dropout_rate,
         max_update_ratio=config.max_update_ratio, transport=transport, store=store,
     )
+    return Simulation(
+        config=config, device=device, dataset=dataset, federation=federation,
+        layers=layers, initial=initial, algorithm=algorithm, clients=clients,
+        known_ids=known_ids, agnostic_ids=agnostic_ids, labels=labels, server=server,
+        engine=engine, signature_bytes_known=signature_bytes_known, store_dir=store_dir,
+    )
+
+
+def run_simulation(
+    config: RunConfig,
+    params: Any,
+    callbacks: Sequence[Callback] = (),
+    dataset: ImageDataset | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    transport: Transport | None = None,
+) -> dict[str, Any]:
+    """Run the known phase then the agnostic phase; return the results dict.
+
+    With ``checkpoint``, the run state is written there atomically every
+    ``config.checkpoint_every`` rounds and at the end of each phase; with ``resume`` the
+    run continues from that file (which must come from the same configuration) and ends
+    with the same results as an uninterrupted run. ``transport`` replaces the channel that
+    carries uploads to the server (fault-injection experiments).
+
+    Keys (accuracies are fractions in [0, 1], bytes are float32 wire bytes):
+    ``known_accuracy`` (every known client's own model at the end of the known phase),
+    ``known_accuracy_last10``, ``agnostic_accuracy_round0``, ``agnostic_accuracy_last10``,
+    ``upload_bytes`` / ``download_bytes`` (known phase, the paper's *Comm*),
+    ``full_model_upload_bytes``, ``learngene_bytes`` (mean cluster learnGene),
+    ``init_bytes`` (mean per new client), the ``*_agnostic`` counters, ``wall_seconds``.
+    """
+    t0 = time.perf_counter()
+    sim = prepare_simulation(config, params, callbacks, dataset, checkpoint, resume, transport)
+    device, engine, server, algorithm = sim.device, sim.engine, sim.server, sim.algorithm
+    layers, initial, federation, clients = sim.layers, sim.initial, sim.federation, sim.clients
+    known_ids, agnostic_ids, labels = sim.known_ids, sim.agnostic_ids, sim.labels
+    algo_cls = type(algorithm)
+    signature_bytes_known = sim.signature_bytes_known
     resolved = resolved_dict(config, params)
     known_log, agnostic_log = PhaseLog(), PhaseLog()
     extras: dict[str, Any] = {}
@@ -338,7 +406,6 @@ def run_simulation(
         "peak_rss_mb": peak_rss_mb(),
     }
     engine.callbacks.on_run_end(results)
-    if store_dir is not None:
-        store_dir.cleanup()
+    sim.close()
     return results
 
