@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="L-BFGS steps of the inversion (each up to 20 evaluations) [>= 1; default: 300]",
     )
     attack.add_argument(
+        "--attack-restarts", default=None, metavar="INT",
+        help="random starts per victim gradient; the one whose gradient matches best is kept "
+        "(1 = iDLG's single start) [>= 1; default: 4]",
+    )
+    attack.add_argument(
         "--attack-lr", default=None, metavar="FLOAT",
         help="L-BFGS step size [> 0; default: 1]",
     )
@@ -126,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: keys of the command line that are not run options
 _NOT_OPTIONS = (
     "command", "config", "quiet", "overwrite", "preset", "methods", "repeats", "resume",
-    "images", "batch", "attack_iterations", "attack_lr", "dp_sigma2",
+    "images", "batch", "attack_iterations", "attack_restarts", "attack_lr", "dp_sigma2",
 )
 
 
@@ -309,6 +314,11 @@ def _number(value: Any, name: str, kind: type, minimum: float, exclusive: bool =
     return number
 
 
+def _given(value: Any, default: Any) -> Any:
+    """``value`` unless it was not given (``None``)."""
+    return default if value is None else value
+
+
 def cmd_attack(args: argparse.Namespace) -> int:
     """Validate, train each method's known phase, attack it, write table, CSV and grid."""
     from genefl.compare import plan_runs
@@ -337,7 +347,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     values.pop("repeats", None)
     attack_values = {
         key: values.pop(key, None)
-        for key in ("images", "batch", "attack_iterations", "attack_lr", "dp_sigma2")
+        for key in (
+            "images", "batch", "attack_iterations", "attack_restarts", "attack_lr", "dp_sigma2"
+        )
     }
     for key in attack_values:
         if getattr(args, key, None) is not None:
@@ -345,18 +357,23 @@ def cmd_attack(args: argparse.Namespace) -> int:
     methods = parse_attack_methods(args.methods if args.methods is not None else file_methods)
     defaults = AttackOptions()
     options = AttackOptions(
-        images=_number(attack_values["images"] or defaults.images, "images", int, 1),
-        batch=_number(attack_values["batch"] or defaults.batch, "batch", int, 1),
+        images=_number(_given(attack_values["images"], defaults.images), "images", int, 1),
+        batch=_number(_given(attack_values["batch"], defaults.batch), "batch", int, 1),
         dp_sigma2=_number(
-            attack_values["dp_sigma2"] or defaults.dp_sigma2, "dp-sigma2", float, 0, True
+            _given(attack_values["dp_sigma2"], defaults.dp_sigma2), "dp-sigma2", float, 0, True
         ),
         settings=AttackSettings(
             iterations=_number(
-                attack_values["attack_iterations"] or defaults.settings.iterations,
+                _given(attack_values["attack_iterations"], defaults.settings.iterations),
                 "attack-iterations", int, 1,
             ),
+            restarts=_number(
+                _given(attack_values["attack_restarts"], defaults.settings.restarts),
+                "attack-restarts", int, 1,
+            ),
             lr=_number(
-                attack_values["attack_lr"] or defaults.settings.lr, "attack-lr", float, 0, True
+                _given(attack_values["attack_lr"], defaults.settings.lr), "attack-lr", float,
+                0, True,
             ),
         ),
     )
@@ -392,6 +409,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         + dump_toml({
             "preset": args.preset, "methods": ",".join(methods), "images": options.images,
             "batch": options.batch, "attack_iterations": options.settings.iterations,
+            "attack_restarts": options.settings.restarts,
             "attack_lr": options.settings.lr, "dp_sigma2": options.dp_sigma2,
             **{k: v for k, v in resolved_dict(config, plan[bases[0]][1]).items()
                if k not in ("method", "output_dir")},
@@ -415,7 +433,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
         rows, out / "attack.md",
         f"{config.dataset}, {config.model}, seed {config.seed}; victims after "
         f"{config.known_rounds} known rounds; {options.images} x {options.batch} image(s); "
-        f"L-BFGS {options.settings.iterations} steps, lr {options.settings.lr:g}.",
+        f"L-BFGS {options.settings.iterations} steps, lr {options.settings.lr:g}, best of "
+        f"{options.settings.restarts} random start(s).",
     )
     write_attack_json(attacks, out / "attack.json")
     plot_attack_grid(attacks, noise, out / "attack_grid.png")
