@@ -47,8 +47,8 @@ def test_attack_writes_table_csv_json_and_grid(tmp_path: Path, capsys) -> None:
         assert float(row["psnr_min"]) <= float(row["psnr_mean"]) <= float(row["psnr_max"])
         assert 0.0 <= float(row["label_recovery"]) <= 1.0
     # FedAvg shares every layer; ParFed keeps its last four convolutions local
-    assert by["fedavg"]["shared_layers"] == by["fedavg"]["num_layers"] == "10"
-    assert int(by["parfed"]["shared_layers"]) == 6
+    assert float(by["fedavg"]["shared_layers"]) == float(by["fedavg"]["num_layers"]) == 10
+    assert float(by["parfed"]["shared_layers"]) == 6
     assert float(by["fedavg"]["shared_bytes"]) > float(by["genefl"]["shared_bytes"]) > 0
     assert by["fedavg"]["shared_bytes"] == by["fedavg-dp"]["shared_bytes"]
     details = json.loads((out / "attack.json").read_text())

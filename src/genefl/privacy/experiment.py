@@ -83,8 +83,11 @@ class MethodAttack:
 
     method: str
     exchanges: str
+    #: every layer shared by at least one victim, in model order
     shared_layers: list[str]
+    #: mean over victims of the bytes and the number of layers each shared
     shared_bytes: float
+    shared_layer_count: float
     num_layers: int
     results: list[ImageResult]
     note: str = ""
@@ -298,6 +301,9 @@ def attack_method(
                 method=name, exchanges=_exchanges(base_method(name), sigma2),
                 shared_layers=[n for n in engine.layer_map if n in common],
                 shared_bytes=float(np.mean(shared_bytes)) if shared_bytes else 0.0,
+                shared_layer_count=(
+                    float(np.mean([len(x) for x in layer_sets])) if layer_sets else 0.0
+                ),
                 num_layers=len(sim.layers), results=results, note=note,
                 seconds=time.perf_counter() - t0 + (train_seconds if name == names[0] else 0),
             ))
@@ -322,7 +328,7 @@ def _brief(result: MethodAttack) -> str:
     return (
         f"{result.method}: PSNR mean {np.mean(values):.2f} dB (min {np.min(values):.2f}, "
         f"max {np.max(values):.2f}), labels recovered {100 * labels:.0f} %, "
-        f"{len(result.shared_layers)}/{result.num_layers} layers shared "
+        f"{result.shared_layer_count:g}/{result.num_layers} layers shared "
         f"({result.seconds:.0f} s)"
     )
 

@@ -33,7 +33,7 @@ def attack_rows(attacks: Sequence[MethodAttack], noise_psnr: Sequence[float]) ->
         rows.append({
             "method": a.method,
             "exchanges": a.exchanges,
-            "shared_layers": len(a.shared_layers),
+            "shared_layers": a.shared_layer_count,
             "num_layers": a.num_layers,
             "shared_bytes": a.shared_bytes,
             "images": len(a.results),
@@ -93,7 +93,7 @@ def attack_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     for r in rows:
         labels = r["label_recovery"]
         cells.append([
-            r["method"], r["exchanges"], f"{r['shared_layers']}/{r['num_layers']}",
+            r["method"], r["exchanges"], f"{r['shared_layers']:g}/{r['num_layers']}",
             f"{r['shared_bytes'] / 2**20:.4f}", str(r["images"]), _db(r["psnr_mean"]),
             _db(r["psnr_min"]), _db(r["psnr_max"]),
             "n/a" if math.isnan(labels) else f"{100 * labels:.0f} %",
