@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from genefl.privacy.experiment import NOISE_ROW, MethodAttack
-from genefl.report.compare import markdown_table, text_table
+from genefl.report.compare import markdown_table, text_table, write_csv
 
 ATTACK_COLUMNS = (
     "method", "exchanges", "shared_layers", "num_layers", "shared_bytes", "images",
@@ -62,19 +61,9 @@ def attack_rows(attacks: Sequence[MethodAttack], noise_psnr: Sequence[float]) ->
     return rows
 
 
-def _cell(value: Any) -> Any:
-    return "" if isinstance(value, float) and math.isnan(value) else value
-
-
 def write_attack_csv(rows: Sequence[dict], path: Path | str) -> Path:
     """``attack.csv``: one row per method (PSNR in dB, bytes, fractions; NaN -> empty)."""
-    path = Path(path)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=ATTACK_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _cell(row.get(k)) for k in ATTACK_COLUMNS})
-    return path
+    return write_csv(rows, ATTACK_COLUMNS, path)
 
 
 def _db(value: float) -> str:

@@ -145,15 +145,20 @@ def _csv_cell(value: Any) -> Any:
     return "" if is_missing(value) else value
 
 
-def write_compare_csv(rows: list[dict[str, Any]], path: Path | str) -> Path:
-    """Write ``compare.csv``: one row per method; fractions, bytes, seconds; NaN -> empty."""
+def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path | str) -> Path:
+    """Write ``columns`` of ``rows`` as CSV; missing values (NaN, None) become empty cells."""
     path = Path(path)
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COMPARE_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({col: _csv_cell(row.get(col)) for col in COMPARE_COLUMNS})
+            writer.writerow({col: _csv_cell(row.get(col)) for col in columns})
     return path
+
+
+def write_compare_csv(rows: list[dict[str, Any]], path: Path | str) -> Path:
+    """Write ``compare.csv``: one row per method; fractions, bytes, seconds; NaN -> empty."""
+    return write_csv(rows, COMPARE_COLUMNS, path)
 
 
 # --------------------------------------------------------------------------- table cells
