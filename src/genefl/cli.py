@@ -424,7 +424,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
         return [ProgressBar(disable=args.quiet, desc=f"{method} training")]
 
-    attacks = run_attack(plan, methods, dataset, options, callbacks_for)
+    attacks = run_attack(
+        plan, methods, dataset, options, callbacks_for, progress=not args.quiet
+    )
     source = next((a for a in attacks if a.results), None)
     noise = noise_baseline([r.original for r in source.results], config.seed) if source else []
     rows = attack_rows(attacks, noise)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from tqdm.auto import tqdm
 
 from genefl.algorithms.base import Upload
 from genefl.algorithms.registry import algorithm_names
@@ -208,9 +209,11 @@ def attack_method(
     options: AttackOptions,
     callbacks: Sequence[Any] = (),
     log: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> list[MethodAttack]:
     """Train one method's known phase, then attack its victims for each variant in
-    ``names`` (the method itself and/or its ``-dp`` variant).
+    ``names`` (the method itself and/or its ``-dp`` variant); ``progress`` shows a bar
+    over the attacked victims.
     """
     t_start = time.perf_counter()
     recorder = UploadRecorder()
@@ -229,6 +232,7 @@ def attack_method(
             "known", sim.known_ids, config.known_rounds, config.clients_per_round,
             after_round=tick,
         )
+        engine.callbacks.on_run_end({})
         pixels = torch.from_numpy(sim.dataset.train_images).float().div_(255.0)
         mean, std = channel_stats(pixels)
         mean, std = mean.to(sim.device), std.to(sim.device)
@@ -252,7 +256,11 @@ def attack_method(
             results: list[ImageResult] = []
             shared_bytes: list[int] = []
             layer_sets: list[tuple[str, ...]] = []
-            for j, victim in enumerate(victims):
+            bar = tqdm(
+                victims, desc=f"{name} attack", unit="victim", disable=not progress,
+                dynamic_ncols=True, leave=False,
+            )
+            for j, victim in enumerate(bar):
                 upload = victim.upload
                 shared = list(upload.layers)
                 layer_sets.append(upload.layers)
@@ -346,6 +354,7 @@ def run_attack(
     options: AttackOptions,
     callbacks_for: Callable[[str], Sequence[Any]] = lambda method: (),
     log: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> list[MethodAttack]:
     """Attack every method in ``methods`` (``plan`` maps each base method to its resolved
     ``(config, params)``); the attacks come back in the order of ``methods``.
@@ -357,7 +366,7 @@ def run_attack(
     for base, variants in by_base.items():
         config, params = plan[base]
         for result in attack_method(
-            variants, config, params, dataset, options, callbacks_for(base), log
+            variants, config, params, dataset, options, callbacks_for(base), log, progress
         ):
             found[result.method] = result
     return [found[name] for name in methods]
