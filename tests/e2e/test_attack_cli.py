@@ -34,8 +34,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 @pytest.mark.e2e
 def test_attack_writes_table_csv_json_and_grid(tmp_path: Path, capsys) -> None:
     out = tmp_path / "attack"
-    assert main(["attack", "--images", "2", "--attack-iterations", "3",
-                 "--output-dir", str(out), *TINY]) == 0
+    assert main(["attack", "--images", "2", "--attack-iterations", "3", "--attack-restarts",
+                 "1", "--output-dir", str(out), *TINY]) == 0
     printed = capsys.readouterr().out
     rows = _rows(out / "attack.csv")
     assert [r["method"] for r in rows] == [*DEFAULT_ATTACK_METHODS, "random-noise"]
@@ -63,6 +63,7 @@ def test_attack_writes_table_csv_json_and_grid(tmp_path: Path, capsys) -> None:
     assert grid.shape[0] > grid.shape[1] > 100  # 6 rows of 2 images
     config = load_toml(out / "attack_config.toml")
     assert config["images"] == 2 and config["attack_iterations"] == 3
+    assert config["attack_restarts"] == 1
     assert "random-noise" in printed and "PSNR mean (dB)" in printed
     # refuses to overwrite
     assert main(["attack", "--output-dir", str(out), *TINY]) == 2
@@ -114,7 +115,7 @@ def test_the_attack_sees_exactly_what_each_victim_uploaded(monkeypatch) -> None:
         return real(model, victim, names, *rest, **kw)
 
     monkeypatch.setattr(experiment, "observed_gradients", spy)
-    options = AttackOptions(images=2, settings=AttackSettings(iterations=1))
+    options = AttackOptions(images=2, settings=AttackSettings(iterations=1, restarts=1))
     [result] = attack_method(["genefl"], config, params, load_dataset("digits"), options,
                              log=lambda _: None)
     assert len(seen) == 2
