@@ -327,20 +327,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from genefl.privacy.experiment import (
         AttackOptions,
         base_method,
-        noise_baseline,
         parse_attack_methods,
         run_attack,
     )
     from genefl.privacy.idlg import AttackSettings
-    from genefl.report.attack import (
-        ATTACK_FILES,
-        attack_rows,
-        format_attack_table,
-        plot_attack_grid,
-        write_attack_csv,
-        write_attack_json,
-        write_attack_markdown,
-    )
+    from genefl.report.attack import ATTACK_FILES, format_attack_table, write_attack_report
 
     values = _merged_values(args)
     file_methods = values.pop("methods", "all")
@@ -424,22 +415,21 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
         return [ProgressBar(disable=args.quiet, desc=f"{method} training")]
 
-    attacks = run_attack(
-        plan, methods, dataset, options, callbacks_for, progress=not args.quiet
-    )
-    source = next((a for a in attacks if a.results), None)
-    noise = noise_baseline([r.original for r in source.results], config.seed) if source else []
-    rows = attack_rows(attacks, noise)
-    write_attack_csv(rows, out / "attack.csv")
-    write_attack_markdown(
-        rows, out / "attack.md",
+    preamble = (
         f"{config.dataset}, {config.model}, seed {config.seed}; victims after "
         f"{config.known_rounds} known rounds; {options.images} x {options.batch} image(s); "
         f"L-BFGS {options.settings.iterations} steps, lr {options.settings.lr:g}, best of "
-        f"{options.settings.restarts} random start(s).",
+        f"{options.settings.restarts} random start(s)."
     )
-    write_attack_json(attacks, out / "attack.json")
-    plot_attack_grid(attacks, noise, out / "attack_grid.png")
+
+    def write_partial(done: list) -> None:  # files hold every finished method
+        write_attack_report(done, config.seed, out, preamble)
+
+    attacks = run_attack(
+        plan, methods, dataset, options, callbacks_for, progress=not args.quiet,
+        on_method_done=write_partial,
+    )
+    rows = write_attack_report(attacks, config.seed, out, preamble)
     print()
     print(format_attack_table(rows))
     for a in attacks:

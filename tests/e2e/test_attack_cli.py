@@ -14,8 +14,8 @@ from genefl.config import load_toml
 from genefl.privacy.experiment import (
     DEFAULT_ATTACK_METHODS,
     AttackOptions,
-    attack_method,
     parse_attack_methods,
+    run_attack,
 )
 from genefl.privacy.idlg import AttackSettings
 
@@ -116,8 +116,12 @@ def test_the_attack_sees_exactly_what_each_victim_uploaded(monkeypatch) -> None:
 
     monkeypatch.setattr(experiment, "observed_gradients", spy)
     options = AttackOptions(images=2, settings=AttackSettings(iterations=1, restarts=1))
-    [result] = attack_method(["genefl"], config, params, load_dataset("digits"), options,
-                             log=lambda _: None)
+    done: list[list[str]] = []
+    [result] = run_attack(
+        {"genefl": (config, params)}, ["genefl"], load_dataset("digits"), options,
+        log=lambda _: None, on_method_done=lambda d: done.append([a.method for a in d]),
+    )
+    assert done == [["genefl"]]  # partial results are handed out after each method
     assert len(seen) == 2
     layers = result.shared_layers
     assert 0 < len(layers) < result.num_layers

@@ -355,9 +355,12 @@ def run_attack(
     callbacks_for: Callable[[str], Sequence[Any]] = lambda method: (),
     log: Callable[[str], None] = print,
     progress: bool = False,
+    on_method_done: Callable[[list[MethodAttack]], None] | None = None,
 ) -> list[MethodAttack]:
     """Attack every method in ``methods`` (``plan`` maps each base method to its resolved
     ``(config, params)``); the attacks come back in the order of ``methods``.
+    ``on_method_done`` receives the attacks finished so far after each method (to write
+    partial results that an interruption cannot lose).
     """
     by_base: dict[str, list[str]] = {}
     for name in methods:
@@ -369,4 +372,6 @@ def run_attack(
             variants, config, params, dataset, options, callbacks_for(base), log, progress
         ):
             found[result.method] = result
+        if on_method_done is not None:
+            on_method_done([found[name] for name in methods if name in found])
     return [found[name] for name in methods]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from genefl.privacy.experiment import NOISE_ROW, MethodAttack
+from genefl.privacy.experiment import NOISE_ROW, MethodAttack, noise_baseline
 from genefl.report.compare import markdown_table, text_table, write_csv
 
 ATTACK_COLUMNS = (
@@ -182,3 +182,20 @@ def plot_attack_grid(
     fig.savefig(path, dpi=120, bbox_inches="tight")
     fig.clear()
     return path
+
+
+def write_attack_report(
+    attacks: Sequence[MethodAttack], seed: int, out: Path | str, preamble: str = ""
+) -> list[dict]:
+    """Score the random-noise control on the attacked originals and write every file of
+    :data:`ATTACK_FILES` into ``out``; returns the table rows.
+    """
+    out = Path(out)
+    source = next((a for a in attacks if a.results), None)
+    noise = noise_baseline([r.original for r in source.results], seed) if source else []
+    rows = attack_rows(attacks, noise)
+    write_attack_csv(rows, out / "attack.csv")
+    write_attack_markdown(rows, out / "attack.md", preamble)
+    write_attack_json(attacks, out / "attack.json")
+    plot_attack_grid(attacks, noise, out / "attack_grid.png")
+    return rows
