@@ -21,7 +21,8 @@ from torch import nn
 
 from genefl.algorithms.base import Algorithm, ClientContext, ClientData, RoundReport, Upload
 from genefl.callbacks.base import Callback, CallbackList, ClientRoundRecord, RoundRecord
-from genefl.engine.local import LocalSettings, evaluate, train_local
+from genefl.engine.client import client_update
+from genefl.engine.local import LocalSettings, evaluate
 from genefl.engine.store import ClientStore
 from genefl.engine.validate import upload_problem
 from genefl.engine.wire import (
@@ -32,7 +33,7 @@ from genefl.engine.wire import (
     select_layers,
 )
 from genefl.method.cluster import nearest_cluster, running_mean_update
-from genefl.models.layers import Layer, get_params, set_params
+from genefl.models.layers import Layer, set_params
 from genefl.seeding import numpy_rng, torch_generator
 from genefl.types import ParamDict
 
@@ -200,31 +201,16 @@ class Engine:
             )
         own_record = self.store.get(client_id)
         own = own_record.params if own_record is not None else None
-        start = algo.start_params(received, own, self.initial, ctx)
-        set_params(self.model, start)
-        before = get_params(self.model, self.layers)
         data = self.clients[client_id]
-        objective = algo.local_objective(self.model, data.train, received, ctx)
-        stats = train_local(self.model, data.train, self.settings, objective, ctx.generator)
-        if objective is not None and not stats.diverged:
-            objective.after_training(self.model)
-        metrics = objective.metrics() if objective is not None else {}
-        upload = None
-        up_layers: tuple[str, ...] = ()
-        up_bytes = 0
-        if stats.diverged:
-            test_acc = val_acc = float("nan")
-            set_params(self.model, before)
-        else:
-            after = get_params(self.model, self.layers)
-            up_layers = tuple(algo.select_upload(before, after, ctx))
-            payload = select_layers(after, self.layer_map, up_layers)
-            masks = algo.upload_masks(up_layers, after, ctx)
-            up_bytes = payload_bytes(payload, masks)
-            upload = Upload(client_id, k, up_layers, payload, ctx.num_samples, masks)
-            self.store.put(client_id, after, ctx.state)
-            test_acc = evaluate(self.model, data.test.x, data.test.y)
-            val_acc = evaluate(self.model, data.val.x, data.val.y)
+        result = client_update(
+            algo, self.model, self.layers, self.layer_map, data.train, data.val, data.test,
+            received, own, self.initial, self.settings, ctx,
+        )
+        if result.after is not None:
+            self.store.put(client_id, result.after, ctx.state)
+        stats, upload, metrics = result.stats, result.upload, result.metrics
+        up_layers = upload.layers if upload is not None else ()
+        up_bytes, test_acc, val_acc = result.upload_bytes, result.test_accuracy, result.val_accuracy
         record = ClientRoundRecord(
             round=self.round, phase=phase, client_id=client_id, cluster=k,
             joined=False, num_train=ctx.num_samples, test_accuracy=test_acc,

@@ -1,0 +1,78 @@
+"""One participant's side of a round, shared by the in-process engine and Flower.
+
+:func:`client_update` is everything a client does between receiving the server's layers
+and sending its upload: start model, local objective, local training, upload choice,
+masks and its own evaluation. The :class:`~genefl.engine.rounds.Engine` and the Flower
+client app (:mod:`genefl.flower`) both call it, so the two run the same work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from genefl.algorithms.base import Algorithm, ClientContext, ClientData, Upload
+from genefl.engine.local import LocalSettings, LocalStats, evaluate, train_local
+from genefl.engine.wire import payload_bytes, select_layers
+from genefl.models.layers import Layer, get_params, set_params
+from genefl.types import ParamDict
+
+
+@dataclass
+class ClientUpdate:
+    """Outcome of one client's round."""
+
+    stats: LocalStats
+    #: what the client sends (``None`` when training diverged: it sends nothing)
+    upload: Upload | None
+    #: the client's model after training, to keep for the next round (``None``: diverged,
+    #: keep the previous one)
+    after: ParamDict | None
+    upload_bytes: int
+    test_accuracy: float
+    val_accuracy: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def client_update(
+    algorithm: Algorithm,
+    model: nn.Module,
+    layers: Sequence[Layer],
+    layer_map: Mapping[str, Layer],
+    train: ClientData,
+    val: ClientData,
+    test: ClientData,
+    received: Mapping[str, torch.Tensor],
+    own: Mapping[str, torch.Tensor] | None,
+    initial: Mapping[str, torch.Tensor],
+    settings: LocalSettings,
+    ctx: ClientContext,
+) -> ClientUpdate:
+    """Train one client from what it ``received`` and its ``own`` model (``None`` before
+    its first round) and build its upload. ``model`` is used as scratch space; hooks may
+    change ``ctx.state``, which the caller keeps with ``after``.
+    """
+    start = algorithm.start_params(received, own, initial, ctx)
+    set_params(model, start)
+    before = get_params(model, layers)
+    objective = algorithm.local_objective(model, train, received, ctx)
+    stats = train_local(model, train, settings, objective, ctx.generator)
+    if objective is not None and not stats.diverged:
+        objective.after_training(model)
+    metrics = objective.metrics() if objective is not None else {}
+    if stats.diverged:
+        set_params(model, before)
+        nan = float("nan")
+        return ClientUpdate(stats, None, None, 0, nan, nan, metrics)
+    after = get_params(model, layers)
+    up_layers = tuple(algorithm.select_upload(before, after, ctx))
+    payload = select_layers(after, layer_map, up_layers)
+    masks = algorithm.upload_masks(up_layers, after, ctx)
+    upload = Upload(ctx.client_id, ctx.cluster, up_layers, payload, ctx.num_samples, masks)
+    return ClientUpdate(
+        stats, upload, after, payload_bytes(payload, masks),
+        evaluate(model, test.x, test.y), evaluate(model, val.x, val.y), metrics,
+    )
