@@ -3,7 +3,8 @@
 ``python benchmarks/run.py --quick`` (under 5 minutes on 2 CPU cores) prints a table and,
 as its last line, one JSON object with ``engine_vs_bare``, ``genefl_vs_fedavg_round``,
 ``fisher_vs_epoch``, ``fisher_max_rel_err``, ``rss_10k_vs_100`` and
-``flower_sim_vs_engine`` (null until the Flower adapter exists). Without ``--quick`` it
+``flower_sim_vs_engine`` (null unless the ``flower`` extra is installed:
+``pip install -e '.[flower]'``). Without ``--quick`` it
 runs larger sizes and writes ``benchmarks/RESULTS.md`` with the machine and the figures.
 """
 
@@ -24,6 +25,7 @@ sys.path.insert(0, str(HERE))
 
 import engine as engine_bench  # noqa: E402
 import fisher as fisher_bench  # noqa: E402
+import flower as flower_bench  # noqa: E402
 import store as store_bench  # noqa: E402
 
 TARGETS = {
@@ -57,16 +59,19 @@ def main() -> None:
     args = parser.parse_args()
     os.chdir(HERE.parent)
     t0 = time.perf_counter()
+    has_flwr = flower_bench.flwr_available()
     if args.quick:
         eng = engine_bench.measure(samples=300, epochs=10, repeats=3)
         fis = fisher_bench.measure(samples=600, repeats=3)
         sto = store_bench.measure(rounds=100, prefill=False)
         mem = store_bench.measure(rounds=100, prefill=False, kind="memory")
+        flo = flower_bench.measure(samples=200, epochs=1, rounds=3) if has_flwr else None
     else:
         eng = engine_bench.measure(samples=1350, epochs=10, repeats=5)
         fis = fisher_bench.measure(samples=1350, repeats=5)
         sto = store_bench.measure(rounds=300, prefill=True)
         mem = store_bench.measure(rounds=300, prefill=True, kind="memory")
+        flo = flower_bench.measure(samples=600, epochs=2, rounds=5) if has_flwr else None
     summary = {
         "engine_vs_bare": eng["engine_vs_bare"],
         "genefl_vs_fedavg_round": eng["genefl_vs_fedavg_round"],
@@ -75,7 +80,7 @@ def main() -> None:
         # a batched forward may break max-pool ties differently from a one-sample one)
         "fisher_max_rel_err": fis["fisher_max_rel_err_f64"],
         "rss_10k_vs_100": sto["rss_10k_vs_100"],
-        "flower_sim_vs_engine": None,
+        "flower_sim_vs_engine": flo["flower_sim_vs_engine"] if flo is not None else None,
     }
     rows = [
         ("engine_vs_bare", "engine samples/s / bare loop samples/s (FedAvg round)"),
@@ -83,7 +88,7 @@ def main() -> None:
         ("fisher_vs_epoch", "exact Fisher time / one training epoch"),
         ("fisher_max_rel_err", "max relative error of the fast Fisher vs vmap (float64)"),
         ("rss_10k_vs_100", "peak RSS, 10,000 clients / 100 clients (disk store)"),
-        ("flower_sim_vs_engine", "Flower simulation time / engine time (no Flower yet)"),
+        ("flower_sim_vs_engine", "Flower simulation / engine, end to end (FedAvg + GENE-FL)"),
     ]
     lines = [f"machine: {machine()}", "",
              f"{'figure':24s} {'value':>10s}  {'target':>8s}  met  meaning"]
@@ -111,6 +116,19 @@ def main() -> None:
         f"{mem[100]['peak_rss_mb']:.0f} vs {mem[10_000]['peak_rss_mb']:.0f} MiB "
         f"(x{mem['rss_10k_vs_100']:.2f})"
     )
+    if flo is None:
+        lines.append("flower: not installed, no figure; pip install -e '.[flower]' to measure it")
+    else:
+        per = ", ".join(
+            f"{m} engine {flo[m]['engine_s']:.2f} s vs Flower {flo[m]['flower_s']:.1f} s "
+            f"({flo[m]['flower_rounds_s']:.2f} s rounds only)" for m in flower_bench.METHODS
+        )
+        lines.append(
+            f"flower: {per}; rounds only, Flower / engine x{flo['flower_rounds_vs_engine']:.2f} "
+            f"({flo['rounds']} rounds, {flo['clients']} clients x {flo['samples_per_client']} "
+            f"samples, {flo['epochs']} local epoch(s), Ray, 1 CPU per client); upload bytes equal: "
+            f"{flo['bytes_match']}, max |model difference| {flo['max_model_diff']:.1g}"
+        )
     lines.append(f"total {time.perf_counter() - t0:.0f} s")
     text = "\n".join(lines)
     print(text)
