@@ -18,6 +18,7 @@ from typing import Any
 
 from genefl.algorithms.registry import algorithm_names
 from genefl.callbacks import ClientLog, ProgressBar, ResultsJSON, RoundsCSV
+from genefl.callbacks.progress import say
 from genefl.callbacks.writers import json_safe
 from genefl.config import RunConfig, dump_toml, resolve, resolved_dict
 from genefl.data.datasets import ImageDataset
@@ -88,7 +89,7 @@ def run_comparison(
     dataset: ImageDataset,
     overwrite: bool = False,
     quiet: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = say,
 ) -> tuple[Runs, list[dict[str, Any]]]:
     """Run (or reuse) every planned run, then write the tables, CSV and plots.
 

@@ -38,3 +38,8 @@ class ProgressBar(Callback):
     def on_run_end(self, results: dict[str, Any]) -> None:  # noqa: D102
         if self.bar is not None:
             self.bar.close()
+
+
+def say(line: str) -> None:
+    """Print one progress line at once (flushed, so a redirected log shows it live)."""
+    print(line, flush=True)

@@ -99,6 +99,30 @@ class PhaseLog:
         return cls(**values)
 
 
+def sample_participants(
+    seed: int, phase: str, phase_round: int, client_ids: Sequence[int], per_round: int
+) -> list[int]:
+    """The ``per_round`` clients of ``client_ids`` sampled uniformly (without replacement)
+    for round ``phase_round`` of ``phase``, from the seed's own stream; sorted.
+    """
+    rng = numpy_rng(seed, "sample", phase, phase_round)
+    chosen = rng.choice(np.asarray(client_ids), size=per_round, replace=False)
+    return sorted(int(c) for c in chosen)
+
+
+def aggregate_clusters(
+    algorithm: Algorithm, server: ServerState, uploads: Sequence[Upload]
+) -> None:
+    """Replace each cluster model that received uploads by ``algorithm.aggregate`` of them
+    (clusters without uploads keep their model).
+    """
+    by_cluster: dict[int, list[Upload]] = {}
+    for u in uploads:
+        by_cluster.setdefault(u.cluster, []).append(u)
+    for k, ups in by_cluster.items():
+        server.cluster_models[k] = algorithm.aggregate(k, server.cluster_models[k], ups)
+
+
 class Engine:
     """Runs rounds of one algorithm over a federation, in-process."""
 
@@ -293,11 +317,7 @@ class Engine:
                         n_val += data.val.y.shape[0]
                     losses.append(rec.train_loss)
             self.callbacks.on_client_end(rec)
-        by_cluster: dict[int, list[Upload]] = {}
-        for u in uploads:
-            by_cluster.setdefault(u.cluster, []).append(u)
-        for k, ups in by_cluster.items():
-            self.server.cluster_models[k] = algo.aggregate(k, self.server.cluster_models[k], ups)
+        aggregate_clusters(algo, self.server, uploads)
         val_acc = val_correct / n_val if n_val else float("nan")
         acc = correct / n_test if n_test else float("nan")
         algo.end_round(RoundReport(self.round, phase, uploads, val_acc, chosen))
@@ -335,10 +355,8 @@ class Engine:
         """
         log_ = phase_log if phase_log is not None else PhaseLog()
         self.callbacks.on_phase_start(phase, rounds)
-        ids = np.asarray(client_ids)
         for r in range(log_.rounds_done, rounds):
-            rng = numpy_rng(self.seed, "sample", phase, r)
-            participants = sorted(int(c) for c in rng.choice(ids, size=per_round, replace=False))
+            participants = sample_participants(self.seed, phase, r, client_ids, per_round)
             self.run_round(participants, phase, r, log_, signatures)
             if after_round is not None:
                 after_round(phase, log_)

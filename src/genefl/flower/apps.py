@@ -32,7 +32,12 @@ from torch import nn
 from genefl.algorithms.base import Algorithm, ClientContext, RoundReport, Upload
 from genefl.engine.client import client_update
 from genefl.engine.local import LocalSettings
-from genefl.engine.rounds import ClientTensors, ServerState
+from genefl.engine.rounds import (
+    ClientTensors,
+    ServerState,
+    aggregate_clusters,
+    sample_participants,
+)
 from genefl.engine.validate import upload_problem
 from genefl.engine.wire import pack, payload_bytes, select_layers, unpack
 from genefl.models.layers import Layer
@@ -176,11 +181,10 @@ def build_apps(
             for r in grid.send_and_receive(queries)
         }
         client_of = {n: c for c, n in node_of.items()}
-        ids = np.asarray(sorted(clients))
+        ids = sorted(clients)
         t0 = time.perf_counter()
         for rnd in range(rounds):
-            sample = numpy_rng(seed, "sample", phase, rnd).choice(ids, per_round, replace=False)
-            participants = sorted(int(c) for c in sample)
+            participants = sample_participants(seed, phase, rnd, ids, per_round)
             instructions = algorithm.instructions(rnd, phase)
             messages = []
             for cid in participants:
@@ -232,11 +236,7 @@ def build_apps(
                     continue
                 uploads.append(upload)
                 chosen.setdefault(k, []).append(upload.layers)
-            by_cluster: dict[int, list[Upload]] = {}
-            for u in uploads:
-                by_cluster.setdefault(u.cluster, []).append(u)
-            for k, ups in by_cluster.items():
-                server.cluster_models[k] = algorithm.aggregate(k, server.cluster_models[k], ups)
+            aggregate_clusters(algorithm, server, uploads)
             val_acc = val_correct / n_val if n_val else math.nan
             algorithm.end_round(RoundReport(rnd, phase, uploads, val_acc, chosen))
             run.round_uploads.append(up_bytes)

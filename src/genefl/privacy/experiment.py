@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from genefl.algorithms.base import Upload
 from genefl.algorithms.registry import algorithm_names
+from genefl.callbacks.progress import say
 from genefl.config import RunConfig
 from genefl.data.datasets import ImageDataset
 from genefl.engine.simulation import channel_stats, prepare_simulation
@@ -208,7 +209,7 @@ def attack_method(
     dataset: ImageDataset,
     options: AttackOptions,
     callbacks: Sequence[Any] = (),
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = say,
     progress: bool = False,
 ) -> list[MethodAttack]:
     """Train one method's known phase, then attack its victims for each variant in
@@ -353,7 +354,7 @@ def run_attack(
     dataset: ImageDataset,
     options: AttackOptions,
     callbacks_for: Callable[[str], Sequence[Any]] = lambda method: (),
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = say,
     progress: bool = False,
     on_method_done: Callable[[list[MethodAttack]], None] | None = None,
 ) -> list[MethodAttack]:
