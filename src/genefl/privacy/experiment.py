@@ -33,7 +33,7 @@ from genefl.engine.simulation import channel_stats, prepare_simulation
 from genefl.engine.wire import payload_bytes, select_layers
 from genefl.errors import ConfigError
 from genefl.models import build_model, get_params, set_params
-from genefl.models.layers import head_layer
+from genefl.models.layers import Layer, head_layer
 from genefl.privacy.idlg import AttackSettings, infer_labels, invert_gradients, psnr
 from genefl.privacy.observe import attacker_params, observed_gradients, shared_parameter_names
 from genefl.seeding import numpy_rng, torch_generator
@@ -202,6 +202,62 @@ def _label_hits(found: torch.Tensor, truth: torch.Tensor) -> list[bool]:
     return hits
 
 
+@dataclass
+class Attacker:
+    """The malicious server's tools: its model, random weights and attack settings."""
+
+    model: torch.nn.Module
+    layer_map: Mapping[str, Layer]
+    #: the weights the server uses for every layer it never received
+    random: Mapping[str, torch.Tensor]
+    #: parameter name of the classifier head's weight (the iDLG label source)
+    head_weight: str
+    #: pixels in [0, 1] -> model input
+    normalise: Callable[[torch.Tensor], torch.Tensor]
+    num_classes: int
+    seed: int
+    options: AttackOptions
+
+    def attack(self, method: str, index: int, victim: Victim, sigma2: float) -> list[ImageResult]:
+        """IDLG on what ``victim`` shared (noise of variance ``sigma2`` on it); one result
+        per image of its batch, or none when its upload carries no parameters.
+        """
+        upload, options = victim.upload, self.options
+        names = shared_parameter_names(self.layer_map, upload.layers)
+        if not names:
+            return []
+        masks = {k: m for k, m in upload.masks.items() if k in names}
+        observed = observed_gradients(
+            self.model, victim.weights, names, self.normalise(victim.pixels), victim.labels,
+            sigma2, torch_generator(self.seed, "attack", "dp", index),
+        )
+        set_params(self.model, attacker_params(
+            victim.weights, self.random, self.layer_map, upload.layers, upload.masks
+        ))
+        labels = None
+        if self.head_weight in observed and self.head_weight not in masks:
+            labels = infer_labels(observed[self.head_weight], options.batch)
+        recon = invert_gradients(
+            self.model, observed, tuple(victim.pixels.shape), self.num_classes, self.normalise,
+            torch_generator(self.seed, "attack", "dummy", index), labels, masks,
+            options.settings,
+        )
+        originals = victim.pixels.detach().cpu()
+        order, values = _match(recon.images, originals)
+        found = recon.labels[torch.from_numpy(order)]
+        hits = _label_hits(recon.labels, victim.labels.cpu())
+        return [
+            ImageResult(
+                method=method, index=index * options.batch + b, client_id=victim.client_id,
+                label=int(victim.labels[b]), recovered_label=int(found[b]),
+                label_recovered=hits[b], psnr=float(values[b]), image=recon.images[order[b]],
+                original=originals[b], matching_loss=recon.loss, steps=recon.steps,
+                labels_inferred=recon.labels_inferred,
+            )
+            for b in range(options.batch)
+        ]
+
+
 def attack_method(
     names: Sequence[str],
     config: RunConfig,
@@ -246,9 +302,12 @@ def attack_method(
         random_model = build_model(
             config.model, c, sim.dataset.num_classes, h, torch_generator(config.seed, "attacker")
         )
-        random = {k: v.to(sim.device) for k, v in get_params(random_model, sim.layers).items()}
-        model = engine.model
-        head_weight = f"{head_layer(sim.layers)}.weight"
+        attacker = Attacker(
+            model=engine.model, layer_map=engine.layer_map,
+            random={k: v.to(sim.device) for k, v in get_params(random_model, sim.layers).items()},
+            head_weight=f"{head_layer(sim.layers)}.weight", normalise=normalise,
+            num_classes=sim.dataset.num_classes, seed=config.seed, options=options,
+        )
         train_seconds = time.perf_counter() - t_start
         out = []
         for name in names:
@@ -262,44 +321,12 @@ def attack_method(
                 dynamic_ncols=True, leave=False,
             )
             for j, victim in enumerate(bar):
-                upload = victim.upload
-                shared = list(upload.layers)
-                layer_sets.append(upload.layers)
+                layer_sets.append(victim.upload.layers)
                 shared_bytes.append(payload_bytes(
-                    select_layers(victim.weights, engine.layer_map, shared), upload.masks
+                    select_layers(victim.weights, engine.layer_map, victim.upload.layers),
+                    victim.upload.masks,
                 ))
-                names_seen = shared_parameter_names(engine.layer_map, shared)
-                masks = {k: m for k, m in upload.masks.items() if k in names_seen}
-                if not names_seen:
-                    continue
-                observed = observed_gradients(
-                    model, victim.weights, names_seen, normalise(victim.pixels), victim.labels,
-                    sigma2, torch_generator(config.seed, "attack", "dp", j),
-                )
-                set_params(model, attacker_params(
-                    victim.weights, random, engine.layer_map, shared, upload.masks
-                ))
-                labels = None
-                if head_weight in observed and head_weight not in masks:
-                    labels = infer_labels(observed[head_weight], options.batch)
-                recon = invert_gradients(
-                    model, observed, tuple(victim.pixels.shape), sim.dataset.num_classes,
-                    normalise, torch_generator(config.seed, "attack", "dummy", j), labels,
-                    masks, options.settings,
-                )
-                originals = victim.pixels.detach().cpu()
-                order, values = _match(recon.images, originals)
-                found = recon.labels[torch.from_numpy(order)]
-                hits = _label_hits(recon.labels, victim.labels.cpu())
-                for b in range(options.batch):
-                    results.append(ImageResult(
-                        method=name, index=j * options.batch + b, client_id=victim.client_id,
-                        label=int(victim.labels[b]), recovered_label=int(found[b]),
-                        label_recovered=hits[b], psnr=float(values[b]),
-                        image=recon.images[order[b]], original=originals[b],
-                        matching_loss=recon.loss, steps=recon.steps,
-                        labels_inferred=recon.labels_inferred,
-                    ))
+                results += attacker.attack(name, j, victim, sigma2)
             note = ""
             if not victims:
                 note = "no client uploaded anything in the last round: nothing to attack"
