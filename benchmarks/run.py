@@ -4,7 +4,8 @@
 as its last line, one JSON object with ``engine_vs_bare``, ``genefl_vs_fedavg_round``,
 ``fisher_vs_epoch``, ``fisher_max_rel_err``, ``rss_10k_vs_100`` and
 ``flower_sim_vs_engine`` (null unless the ``flower`` extra is installed:
-``pip install -e '.[flower]'``). Without ``--quick`` it
+``pip install -e '.[flower]'``), plus ``batched_vs_sequential_round`` (no target: batched
+client training's round time over the sequential loop's). Without ``--quick`` it
 runs larger sizes and writes ``benchmarks/RESULTS.md`` with the machine and the figures.
 """
 
@@ -23,6 +24,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import batched as batched_bench  # noqa: E402
 import engine as engine_bench  # noqa: E402
 import fisher as fisher_bench  # noqa: E402
 import flower as flower_bench  # noqa: E402
@@ -66,12 +68,14 @@ def main() -> None:
         sto = store_bench.measure(rounds=100, prefill=False)
         mem = store_bench.measure(rounds=100, prefill=False, kind="memory")
         flo = flower_bench.measure(samples=200, epochs=1, rounds=3) if has_flwr else None
+        bat = batched_bench.measure(samples=300, epochs=2, repeats=3)
     else:
         eng = engine_bench.measure(samples=1350, epochs=10, repeats=5)
         fis = fisher_bench.measure(samples=1350, repeats=5)
         sto = store_bench.measure(rounds=300, prefill=True)
         mem = store_bench.measure(rounds=300, prefill=True, kind="memory")
         flo = flower_bench.measure(samples=600, epochs=2, rounds=5) if has_flwr else None
+        bat = batched_bench.measure(samples=1350, epochs=2, repeats=3)
     summary = {
         "engine_vs_bare": eng["engine_vs_bare"],
         "genefl_vs_fedavg_round": eng["genefl_vs_fedavg_round"],
@@ -81,6 +85,8 @@ def main() -> None:
         "fisher_max_rel_err": fis["fisher_max_rel_err_f64"],
         "rss_10k_vs_100": sto["rss_10k_vs_100"],
         "flower_sim_vs_engine": flo["flower_sim_vs_engine"] if flo is not None else None,
+        # no target: whether --batched-clients pays off on this machine (< 1: faster)
+        "batched_vs_sequential_round": bat["batched_vs_sequential_round"],
     }
     rows = [
         ("engine_vs_bare", "engine samples/s / bare loop samples/s (FedAvg round)"),
@@ -129,6 +135,12 @@ def main() -> None:
             f"samples, {flo['epochs']} local epoch(s), Ray, 1 CPU per client); upload bytes equal: "
             f"{flo['bytes_match']}, max |model difference| {flo['max_model_diff']:.1g}"
         )
+    lines.append(
+        f"batched clients (torch.func.vmap, --batched-clients): FedAvg round "
+        f"{bat['batched_round_s']:.3f} s vs sequential {bat['sequential_round_s']:.3f} s, "
+        f"ratio {bat['batched_vs_sequential_round']:.2f} ({bat['clients']} clients x "
+        f"{bat['samples_per_client']} samples x {bat['epochs']} epochs; < 1 means faster)"
+    )
     lines.append(f"total {time.perf_counter() - t0:.0f} s")
     text = "\n".join(lines)
     print(text)

@@ -87,6 +87,10 @@ class RunConfig:
     )
     seed: int = option(0, "seed of every random choice in the run", minimum=0)
     device: str = option("auto", "torch device: auto, cpu, cuda, cuda:N")
+    batched_clients: bool = option(
+        False, "train a round's clients that have no local objective and equal training "
+        "sizes together with torch.func.vmap (for GPUs; same results up to float rounding)",
+    )
     output_dir: str | None = option(
         None, "where results go (default runs/<method>-<dataset>-<time>)"
     )

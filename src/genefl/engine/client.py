@@ -2,8 +2,10 @@
 
 :func:`client_update` is everything a client does between receiving the server's layers
 and sending its upload: start model, local objective, local training, upload choice,
-masks and its own evaluation. The :class:`~genefl.engine.rounds.Engine` and the Flower
-client app (:mod:`genefl.flower`) both call it, so the two run the same work.
+masks and its own evaluation. It is :func:`begin_update`, the local training and
+:func:`finish_update`; the engine's batched mode trains several begun clients at once.
+The :class:`~genefl.engine.rounds.Engine` and the Flower client app
+(:mod:`genefl.flower`) both call these, so the two run the same work.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from genefl.algorithms.base import Algorithm, ClientContext, ClientData, Upload
+from genefl.algorithms.base import (
+    Algorithm,
+    ClientContext,
+    ClientData,
+    LocalObjective,
+    Upload,
+)
 from genefl.engine.local import LocalSettings, LocalStats, evaluate, train_local
 from genefl.engine.wire import payload_bytes, select_layers
 from genefl.models.layers import Layer, get_params, set_params
@@ -37,6 +45,66 @@ class ClientUpdate:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class ClientStart:
+    """A client ready to train: its model holds the start weights."""
+
+    #: every tensor of the model before training
+    before: ParamDict
+    #: the method's extra loss terms and hooks (``None``: plain cross-entropy)
+    objective: LocalObjective | None
+
+
+def begin_update(
+    algorithm: Algorithm,
+    model: nn.Module,
+    layers: Sequence[Layer],
+    train: ClientData,
+    received: Mapping[str, torch.Tensor],
+    own: Mapping[str, torch.Tensor] | None,
+    initial: Mapping[str, torch.Tensor],
+    ctx: ClientContext,
+) -> ClientStart:
+    """Load the start model into ``model`` and build the local objective."""
+    start = algorithm.start_params(received, own, initial, ctx)
+    set_params(model, start)
+    before = get_params(model, layers)
+    return ClientStart(before, algorithm.local_objective(model, train, received, ctx))
+
+
+def finish_update(
+    algorithm: Algorithm,
+    model: nn.Module,
+    layers: Sequence[Layer],
+    layer_map: Mapping[str, Layer],
+    val: ClientData,
+    test: ClientData,
+    begun: ClientStart,
+    stats: LocalStats,
+    ctx: ClientContext,
+) -> ClientUpdate:
+    """After local training (``model`` holds the trained weights): the after-training
+    step, the upload choice and masks, and the client's own evaluation.
+    """
+    objective = begun.objective
+    if objective is not None and not stats.diverged:
+        objective.after_training(model)
+    metrics = objective.metrics() if objective is not None else {}
+    if stats.diverged:
+        set_params(model, begun.before)
+        nan = float("nan")
+        return ClientUpdate(stats, None, None, 0, nan, nan, metrics)
+    after = get_params(model, layers)
+    up_layers = tuple(algorithm.select_upload(begun.before, after, ctx))
+    payload = select_layers(after, layer_map, up_layers)
+    masks = algorithm.upload_masks(up_layers, after, ctx)
+    upload = Upload(ctx.client_id, ctx.cluster, up_layers, payload, ctx.num_samples, masks)
+    return ClientUpdate(
+        stats, upload, after, payload_bytes(payload, masks),
+        evaluate(model, test.x, test.y), evaluate(model, val.x, val.y), metrics,
+    )
+
+
 def client_update(
     algorithm: Algorithm,
     model: nn.Module,
@@ -55,24 +123,6 @@ def client_update(
     its first round) and build its upload. ``model`` is used as scratch space; hooks may
     change ``ctx.state``, which the caller keeps with ``after``.
     """
-    start = algorithm.start_params(received, own, initial, ctx)
-    set_params(model, start)
-    before = get_params(model, layers)
-    objective = algorithm.local_objective(model, train, received, ctx)
-    stats = train_local(model, train, settings, objective, ctx.generator)
-    if objective is not None and not stats.diverged:
-        objective.after_training(model)
-    metrics = objective.metrics() if objective is not None else {}
-    if stats.diverged:
-        set_params(model, before)
-        nan = float("nan")
-        return ClientUpdate(stats, None, None, 0, nan, nan, metrics)
-    after = get_params(model, layers)
-    up_layers = tuple(algorithm.select_upload(before, after, ctx))
-    payload = select_layers(after, layer_map, up_layers)
-    masks = algorithm.upload_masks(up_layers, after, ctx)
-    upload = Upload(ctx.client_id, ctx.cluster, up_layers, payload, ctx.num_samples, masks)
-    return ClientUpdate(
-        stats, upload, after, payload_bytes(payload, masks),
-        evaluate(model, test.x, test.y), evaluate(model, val.x, val.y), metrics,
-    )
+    begun = begin_update(algorithm, model, layers, train, received, own, initial, ctx)
+    stats = train_local(model, train, settings, begun.objective, ctx.generator)
+    return finish_update(algorithm, model, layers, layer_map, val, test, begun, stats, ctx)

@@ -21,8 +21,15 @@ from torch import nn
 
 from genefl.algorithms.base import Algorithm, ClientContext, ClientData, RoundReport, Upload
 from genefl.callbacks.base import Callback, CallbackList, ClientRoundRecord, RoundRecord
-from genefl.engine.client import client_update
-from genefl.engine.local import LocalSettings, evaluate
+from genefl.engine.batched import train_local_batched
+from genefl.engine.client import (
+    ClientStart,
+    ClientUpdate,
+    begin_update,
+    client_update,
+    finish_update,
+)
+from genefl.engine.local import LocalSettings, LocalStats, evaluate, train_local
 from genefl.engine.store import ClientStore
 from genefl.engine.validate import upload_problem
 from genefl.engine.wire import (
@@ -142,6 +149,7 @@ class Engine:
         max_update_ratio: float = math.inf,
         transport: Transport | None = None,
         store: ClientStore | None = None,
+        batched: bool = False,
     ) -> None:
         self.algorithm = algorithm
         self.model = model
@@ -157,6 +165,8 @@ class Engine:
         self.model_bytes = sum(layer.nbytes for layer in self.layers)
         self.fresh_model = fresh_model
         self.dropout_rate = dropout_rate
+        #: train objective-free clients of equal size together (:mod:`genefl.engine.batched`)
+        self.batched = batched
         self.max_update_ratio = max_update_ratio
         #: the channel uploads travel through (fault-injection experiments replace it)
         self.transport: Transport = transport or (lambda upload: upload)
@@ -201,6 +211,48 @@ class Engine:
         return bool(numpy_rng(self.seed, "dropout", self.round, client_id).random()
                     < self.dropout_rate)
 
+    def _download(
+        self, client_id: int, phase: str, instructions: dict, skip_download: set[str]
+    ) -> tuple[ClientContext, ParamDict, int]:
+        """The client's context, what it receives and the download bytes counted."""
+        k = self.server.assignment[client_id]
+        ctx = self._context(client_id, phase, instructions)
+        names = self.algorithm.download_layers(k)
+        received = select_layers(self.server.cluster_models[k], self.layer_map, names)
+        down_bytes = layers_bytes(self.layer_map, [n for n in names if n not in skip_download])
+        return ctx, received, down_bytes
+
+    def _dropped(self, ctx: ClientContext, phase: str, down_bytes: int) -> ClientRoundRecord:
+        nan = float("nan")
+        return ClientRoundRecord(
+            round=self.round, phase=phase, client_id=ctx.client_id, cluster=ctx.cluster,
+            joined=False, num_train=ctx.num_samples, test_accuracy=nan, val_accuracy=nan,
+            train_loss=nan, diverged=False, upload_layers=(), upload_bytes=0,
+            download_bytes=down_bytes, init_bytes=0, dropped=True,
+        )
+
+    def _own(self, client_id: int) -> ParamDict | None:
+        record = self.store.get(client_id)
+        return record.params if record is not None else None
+
+    def _finished(
+        self, ctx: ClientContext, phase: str, result: ClientUpdate, down_bytes: int
+    ) -> tuple[Upload | None, ClientRoundRecord]:
+        """Keep the trained model and describe the client-round."""
+        if result.after is not None:
+            self.store.put(ctx.client_id, result.after, ctx.state)
+        upload = result.upload
+        record = ClientRoundRecord(
+            round=self.round, phase=phase, client_id=ctx.client_id, cluster=ctx.cluster,
+            joined=False, num_train=ctx.num_samples, test_accuracy=result.test_accuracy,
+            val_accuracy=result.val_accuracy, train_loss=result.stats.mean_loss,
+            diverged=result.stats.diverged,
+            upload_layers=upload.layers if upload is not None else (),
+            upload_bytes=result.upload_bytes, download_bytes=down_bytes, init_bytes=0,
+            metrics=result.metrics,
+        )
+        return upload, record
+
     def train_client(
         self, client_id: int, phase: str, instructions: dict, skip_download: set[str]
     ) -> tuple[Upload | None, ClientRoundRecord]:
@@ -209,40 +261,72 @@ class Engine:
         A client that drops out has downloaded its share and then fails during training:
         it sends nothing and its store entry keeps last round's model.
         """
-        algo = self.algorithm
-        k = self.server.assignment[client_id]
-        ctx = self._context(client_id, phase, instructions)
-        names = algo.download_layers(k)
-        received = select_layers(self.server.cluster_models[k], self.layer_map, names)
-        down_bytes = layers_bytes(self.layer_map, [n for n in names if n not in skip_download])
+        ctx, received, down_bytes = self._download(client_id, phase, instructions, skip_download)
         if self.drops_out(client_id):
-            nan = float("nan")
-            return None, ClientRoundRecord(
-                round=self.round, phase=phase, client_id=client_id, cluster=k, joined=False,
-                num_train=ctx.num_samples, test_accuracy=nan, val_accuracy=nan,
-                train_loss=nan, diverged=False, upload_layers=(), upload_bytes=0,
-                download_bytes=down_bytes, init_bytes=0, dropped=True,
-            )
-        own_record = self.store.get(client_id)
-        own = own_record.params if own_record is not None else None
+            return None, self._dropped(ctx, phase, down_bytes)
         data = self.clients[client_id]
         result = client_update(
-            algo, self.model, self.layers, self.layer_map, data.train, data.val, data.test,
-            received, own, self.initial, self.settings, ctx,
+            self.algorithm, self.model, self.layers, self.layer_map, data.train, data.val,
+            data.test, received, self._own(client_id), self.initial, self.settings, ctx,
         )
-        if result.after is not None:
-            self.store.put(client_id, result.after, ctx.state)
-        stats, upload, metrics = result.stats, result.upload, result.metrics
-        up_layers = upload.layers if upload is not None else ()
-        up_bytes, test_acc, val_acc = result.upload_bytes, result.test_accuracy, result.val_accuracy
-        record = ClientRoundRecord(
-            round=self.round, phase=phase, client_id=client_id, cluster=k,
-            joined=False, num_train=ctx.num_samples, test_accuracy=test_acc,
-            val_accuracy=val_acc, train_loss=stats.mean_loss, diverged=stats.diverged,
-            upload_layers=up_layers, upload_bytes=up_bytes, download_bytes=down_bytes,
-            init_bytes=0, metrics=metrics,
-        )
-        return upload, record
+        return self._finished(ctx, phase, result, down_bytes)
+
+    def train_clients(
+        self, participants: Sequence[int], phase: str, instructions: dict,
+        skip_download: Mapping[int, set[str]],
+    ) -> list[tuple[Upload | None, ClientRoundRecord]]:
+        """:meth:`train_client` for every participant, in order. In batched mode, clients
+        without a local objective and with equal training sizes train together
+        (:func:`~genefl.engine.batched.train_local_batched`); the rest train one by one.
+        """
+        if not self.batched:
+            return [
+                self.train_client(cid, phase, instructions, skip_download[cid])
+                for cid in participants
+            ]
+        algo, done = self.algorithm, {}
+        waiting: dict[int, list[tuple[ClientContext, int, ClientStart]]] = {}
+        for cid in participants:
+            ctx, received, down_bytes = self._download(cid, phase, instructions,
+                                                       skip_download[cid])
+            if self.drops_out(cid):
+                done[cid] = (None, self._dropped(ctx, phase, down_bytes))
+                continue
+            data = self.clients[cid]
+            begun = begin_update(algo, self.model, self.layers, data.train, received,
+                                 self._own(cid), self.initial, ctx)
+            if begun.objective is None:
+                waiting.setdefault(ctx.num_samples, []).append((ctx, down_bytes, begun))
+                continue
+            stats = train_local(self.model, data.train, self.settings, begun.objective,
+                                ctx.generator)
+            done[cid] = self._finish(ctx, phase, begun, stats, down_bytes)
+        for group in waiting.values():
+            if len(group) == 1:
+                ctx, down_bytes, begun = group[0]
+                set_params(self.model, begun.before)
+                stats = train_local(self.model, self.clients[ctx.client_id].train,
+                                    self.settings, None, ctx.generator)
+                done[ctx.client_id] = self._finish(ctx, phase, begun, stats, down_bytes)
+                continue
+            trained = train_local_batched(
+                self.model, [b.before for _, _, b in group],
+                [self.clients[c.client_id].train for c, _, _ in group], self.settings,
+                [c.generator for c, _, _ in group],
+            )
+            for (ctx, down_bytes, begun), (params, stats) in zip(group, trained):
+                set_params(self.model, params)
+                done[ctx.client_id] = self._finish(ctx, phase, begun, stats, down_bytes)
+        return [done[cid] for cid in participants]
+
+    def _finish(
+        self, ctx: ClientContext, phase: str, begun: ClientStart, stats: LocalStats,
+        down_bytes: int,
+    ) -> tuple[Upload | None, ClientRoundRecord]:
+        data = self.clients[ctx.client_id]
+        result = finish_update(self.algorithm, self.model, self.layers, self.layer_map,
+                               data.val, data.test, begun, stats, ctx)
+        return self._finished(ctx, phase, result, down_bytes)
 
     def receive(self, upload: Upload, rec: ClientRoundRecord) -> Upload | None:
         """The server's side of one upload: what the transport delivers, validated.
@@ -281,15 +365,18 @@ class Engine:
         correct = val_correct = n_test = n_val = 0.0
         losses: list[float] = []
         diverged = dropped = rejected = 0
+        joins: dict[int, int] = {}  # new client -> its init bytes
+        skips: dict[int, set[str]] = {}
         for cid in participants:
-            init_bytes = 0
-            skip: set[str] = set()
-            joined_now = signatures is not None and cid not in self.server.joined
-            if joined_now:
-                init_bytes = self.join(cid, signatures[cid], phase)
+            skips[cid] = set()
+            if signatures is not None and cid not in self.server.joined:
+                joins[cid] = self.join(cid, signatures[cid], phase)
                 traffic.signature += 4 * int(signatures[cid].size)
-                skip = set(algo.learngene_layers(self.server.assignment[cid]))
-            upload, rec = self.train_client(cid, phase, instructions, skip)
+                skips[cid] = set(algo.learngene_layers(self.server.assignment[cid]))
+        outcomes = self.train_clients(participants, phase, instructions, skips)
+        for cid, (upload, rec) in zip(participants, outcomes):
+            joined_now = cid in joins
+            init_bytes = joins.get(cid, 0)
             rec.joined = joined_now
             rec.init_bytes = init_bytes
             traffic.init += init_bytes

@@ -249,6 +249,7 @@ def prepare_simulation(
         algorithm, model, layers, clients, server, initial, settings, config.seed,
         callbacks, fresh_model=fresh, dropout_rate=config.dropout_rate,
         max_update_ratio=config.max_update_ratio, transport=transport, store=store,
+        batched=config.batched_clients,
     )
     return Simulation(
         config=config, device=device, dataset=dataset, federation=federation,
