@@ -235,7 +235,7 @@ class Engine:
         record = self.store.get(client_id)
         return record.params if record is not None else None
 
-    def _finished(
+    def _keep_and_record(
         self, ctx: ClientContext, phase: str, result: ClientUpdate, down_bytes: int
     ) -> tuple[Upload | None, ClientRoundRecord]:
         """Keep the trained model and describe the client-round."""
@@ -269,7 +269,7 @@ class Engine:
             self.algorithm, self.model, self.layers, self.layer_map, data.train, data.val,
             data.test, received, self._own(client_id), self.initial, self.settings, ctx,
         )
-        return self._finished(ctx, phase, result, down_bytes)
+        return self._keep_and_record(ctx, phase, result, down_bytes)
 
     def train_clients(
         self, participants: Sequence[int], phase: str, instructions: dict,
@@ -326,7 +326,7 @@ class Engine:
         data = self.clients[ctx.client_id]
         result = finish_update(self.algorithm, self.model, self.layers, self.layer_map,
                                data.val, data.test, begun, stats, ctx)
-        return self._finished(ctx, phase, result, down_bytes)
+        return self._keep_and_record(ctx, phase, result, down_bytes)
 
     def receive(self, upload: Upload, rec: ClientRoundRecord) -> Upload | None:
         """The server's side of one upload: what the transport delivers, validated.

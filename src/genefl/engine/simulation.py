@@ -53,9 +53,14 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"--device {name!r} is not a torch device ({exc})") from exc
 
 
+def train_pixels(dataset: ImageDataset) -> torch.Tensor:
+    """The training images as float pixels in ``[0, 1]``, ``(n, C, H, W)``."""
+    return torch.from_numpy(dataset.train_images).float().div_(255.0)
+
+
 def channel_stats(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std ``(1, C, 1, 1)`` of training pixels ``(n, C, H, W)`` in
-    ``[0, 1]``: a model's input is ``(pixels - mean) / std``.
+    ``[0, 1]`` (:func:`train_pixels`): a model's input is ``(pixels - mean) / std``.
     """
     mean = train.mean(dim=(0, 2, 3), keepdim=True)
     std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
@@ -66,7 +71,7 @@ def client_tensors(
     dataset: ImageDataset, federation: Federation, device: torch.device
 ) -> dict[int, ClientTensors]:
     """Normalised per-client tensors on ``device`` (per-channel train mean/std)."""
-    train = torch.from_numpy(dataset.train_images).float().div_(255.0)
+    train = train_pixels(dataset)
     mean, std = channel_stats(train)
     test = torch.from_numpy(dataset.test_images).float().div_(255.0)
     train_x = ((train - mean) / std).to(device)

@@ -29,7 +29,7 @@ from genefl.algorithms.registry import algorithm_names
 from genefl.callbacks.progress import say
 from genefl.config import RunConfig
 from genefl.data.datasets import ImageDataset
-from genefl.engine.simulation import channel_stats, prepare_simulation
+from genefl.engine.simulation import channel_stats, prepare_simulation, train_pixels
 from genefl.engine.wire import payload_bytes, select_layers
 from genefl.errors import ConfigError
 from genefl.models import build_model, get_params, set_params
@@ -121,15 +121,17 @@ def base_method(name: str) -> str:
 
 
 class UploadRecorder:
-    """A transport that delivers every upload unchanged and remembers each client's last."""
+    """A transport that delivers every upload unchanged and remembers each client's last,
+    tagged with the round ``round_of()`` reports (the engine's round counter).
+    """
 
     def __init__(self) -> None:
-        self.round = 0
+        self.round_of: Callable[[], int] = lambda: 0
         self.last: dict[int, tuple[int, Upload]] = {}
 
     def __call__(self, upload: Upload) -> Upload:
-        """Record ``upload`` as its sender's latest (tagged with the round) and deliver it."""
-        self.last[upload.client_id] = (self.round, upload)
+        """Record ``upload`` as its sender's latest and deliver it."""
+        self.last[upload.client_id] = (self.round_of(), upload)
         return upload
 
 
@@ -280,18 +282,12 @@ def attack_method(
         engine.callbacks.on_run_start({
             "total_rounds": config.known_rounds, "resume_round": 0, "config": {},
         })
-
-        def tick(phase: str, log_: Any) -> None:
-            recorder.round = engine.round
-
-        recorder.round = engine.round
+        recorder.round_of = lambda: engine.round
         engine.run_phase(
-            "known", sim.known_ids, config.known_rounds, config.clients_per_round,
-            after_round=tick,
+            "known", sim.known_ids, config.known_rounds, config.clients_per_round
         )
         engine.callbacks.on_run_end({})
-        pixels = torch.from_numpy(sim.dataset.train_images).float().div_(255.0)
-        mean, std = channel_stats(pixels)
+        mean, std = channel_stats(train_pixels(sim.dataset))
         mean, std = mean.to(sim.device), std.to(sim.device)
 
         def normalise(t: torch.Tensor) -> torch.Tensor:
