@@ -198,6 +198,36 @@ def test_learngene_layers_majority_of_last_participants() -> None:
     assert inherit.learngene_layers(0) == ["0", "4"]
 
 
+def test_agnostic_downloads_never_carry_the_known_head_until_agnostic_heads_arrive() -> None:
+    """Known phase: the whole cluster model. Agnostic phase: no head "4" until the
+    cluster's agnostic clients upload one; another cluster is unaffected; the flag
+    survives a checkpoint; ``inherit_head`` sends it always."""
+    model = _tiny_model()
+    alg = _genefl(model)
+    alg.end_round(_report({0: [("0", "4")], 1: [("4",)]}))  # known clients chose the head
+    assert alg.download_layers(0, "known") == ["0", "1", "4"]
+    assert alg.download_layers(0, "agnostic") == ["0", "1"]
+    alg.end_round(_report({0: [("0", "1")]}, phase="agnostic"))  # no head uploaded
+    assert alg.download_layers(0, "agnostic") == ["0", "1"]
+    alg.end_round(_report({0: [("1", "4")]}, phase="agnostic"))
+    assert alg.download_layers(0, "agnostic") == ["0", "1", "4"]  # the agnostic head
+    assert alg.download_layers(1, "agnostic") == ["0", "1"]
+    restored = _genefl(model)
+    restored.load_state_dict(alg.state_dict())
+    assert restored.download_layers(0, "agnostic") == ["0", "1", "4"]
+    assert restored.download_layers(1, "agnostic") == ["0", "1"]
+    inherit = _genefl(model, inherit_head=True)
+    assert inherit.download_layers(1, "agnostic") == ["0", "1", "4"]
+
+
+def test_regulariser_defaults_are_the_plain_norms_of_eq_4_and_6() -> None:
+    params = GeneFLParams()
+    assert (params.gen_loss, params.elg_loss, params.fisher_norm) == (
+        "layer-norm", "norm", "model"
+    )
+    assert (params.lambda1, params.lambda2, params.epsilon) == (0.5, 0.05, 0.5)
+
+
 # -- client: start model -------------------------------------------------------------
 def test_start_params_own_or_received_over_initial() -> None:
     model = _tiny_model()
@@ -251,43 +281,95 @@ def _perturbed(model: nn.Module, layer_names: list[str]) -> dict[str, torch.Tens
     return select_layers(state, layers, layer_names)
 
 
-@pytest.mark.parametrize("received_layers", [["0", "1", "4"], ["1", "4"]])
-def test_local_objective_penalty_equals_hand_computation(received_layers: list[str]) -> None:
+def _reference_terms(
+    params: dict[str, torch.Tensor], received: dict[str, torch.Tensor],
+    mask: dict[str, torch.Tensor], layers: list[str], gen: str, elg: str,
+) -> tuple[float, float, dict[str, torch.Tensor]]:
+    """Slow reference of L_gen, L_elg and the gradient of lambda1 L_gen + lambda2 L_elg
+    per tensor (with lambda1 = lambda2 = 1), written from the formulas in SPEC §3:
+
+    layer-norm: sum_l ||d_l||,        grad d / ||d_l||
+    squared:    sum_l ||d_l||^2 / n_l, grad 2 d / n_l
+    model-norm: ||d||,                grad d / ||d||
+    elg norm:   ||M d||,              grad M d / ||M d||   (M d over every tensor at once)
+    elg squared: ||M d||^2,           grad 2 M d
+    """
+    diff = {n: params[n] - received[n] for n in received if n in params}
+    sq = {layer: sum(float((diff[n] ** 2).sum()) for n in LAYER_PARAMS[layer])
+          for layer in layers}
+    numel = {layer: sum(params[n].numel() for n in LAYER_PARAMS[layer]) for layer in layers}
+    total_sq = sum(sq.values())
+    masked_sq = sum(float(((mask[n] * diff[n]) ** 2).sum()) for n in diff)
+    if gen == "layer-norm":
+        smooth = sum(math.sqrt(v) for v in sq.values())
+    elif gen == "squared":
+        smooth = sum(sq[layer] / numel[layer] for layer in layers)
+    else:
+        smooth = math.sqrt(total_sq)
+    elastic = math.sqrt(masked_sq) if elg == "norm" else masked_sq
+    grads = {}
+    for layer in layers:
+        for n in LAYER_PARAMS[layer]:
+            if gen == "layer-norm":
+                g_gen = diff[n] / math.sqrt(sq[layer])
+            elif gen == "squared":
+                g_gen = 2 * diff[n] / numel[layer]
+            else:
+                g_gen = diff[n] / math.sqrt(total_sq)
+            md = mask[n] * diff[n]
+            g_elg = md / math.sqrt(masked_sq) if elg == "norm" else 2 * md
+            grads[n] = (g_gen, g_elg)
+    return smooth, elastic, grads
+
+
+@pytest.mark.parametrize(
+    ("received_layers", "gen", "elg", "fisher_norm"),
+    [
+        (["0", "1", "4"], "layer-norm", "norm", "model"),  # the defaults
+        (["1", "4"], "layer-norm", "norm", "model"),
+        (["0", "1", "4"], "squared", "squared", "model"),  # the first reading
+        (["0", "1", "4"], "model-norm", "norm", "layer"),
+        (["1", "4"], "squared", "norm", "layer"),
+    ],
+)
+def test_local_objective_penalty_equals_reference(
+    received_layers: list[str], gen: str, elg: str, fisher_norm: str
+) -> None:
     lambda1, lambda2, eps = 0.3, 2.0, 0.1
     model = _tiny_model()
     model.train()
-    alg = _genefl(model, lambda1=lambda1, lambda2=lambda2, epsilon=eps, fisher_chunk=4)
+    alg = _genefl(model, lambda1=lambda1, lambda2=lambda2, epsilon=eps, fisher_chunk=4,
+                  gen_loss=gen, elg_loss=elg, fisher_norm=fisher_norm)
     data = _data()
     received = _perturbed(model, received_layers)
 
-    # reference: loop Fisher, global min-max, strict threshold
+    # reference: loop Fisher, min-max over the model (Eq. 6) or per layer, strict threshold
     fisher = _loop_fisher(model, data)
-    lo = min(float(t.min()) for t in fisher.values())
-    hi = max(float(t.max()) for t in fisher.values())
-    f_hat = {k: (t - lo) / (hi - lo) for k, t in fisher.items()}
+    if fisher_norm == "model":
+        groups = [list(fisher)]
+    else:
+        groups = [list(names) for names in LAYER_PARAMS.values()]
+    f_hat = {}
+    for names in groups:
+        lo = min(float(fisher[n].min()) for n in names)
+        hi = max(float(fisher[n].max()) for n in names)
+        f_hat.update({n: (fisher[n] - lo) / (hi - lo) for n in names})
     assert all(float((t - eps).abs().min()) > 1e-6 for t in f_hat.values())  # no borderline
     mask = {k: (t > eps).double() for k, t in f_hat.items()}
     total = sum(m.numel() for m in mask.values())
     share = sum(float(m.sum()) for m in mask.values()) / total
     assert 0 < share < 1
+    if fisher_norm == "layer":  # every layer has its own maximum above epsilon
+        assert all(float(mask[names[0]].max()) == 1.0 for names in LAYER_PARAMS.values())
 
     objective = alg.local_objective(model, data, received, _ctx())
     assert model.training  # mode restored after the Fisher
 
-    def expected_terms() -> tuple[float, float]:
-        params = {k: v.detach() for k, v in model.named_parameters()}
-        smooth = 0.0
-        for layer in received_layers:
-            names = LAYER_PARAMS[layer]
-            sq = sum(float(((params[n] - received[n]) ** 2).sum()) for n in names)
-            smooth += sq / sum(params[n].numel() for n in names)
-        elastic = 0.0
-        for layer in received_layers:
-            for n in LAYER_PARAMS[layer]:
-                elastic += float(((mask[n] * (params[n] - received[n])) ** 2).sum())
-        return smooth, elastic
+    def current() -> dict[str, torch.Tensor]:
+        return {k: v.detach() for k, v in model.named_parameters()}
 
-    smooth, elastic = expected_terms()
+    smooth, elastic, grads = _reference_terms(current(), received, mask, received_layers,
+                                              gen, elg)
     assert smooth > 0 and elastic > 0
     penalty = objective.penalty(model)
     assert float(penalty.detach()) == pytest.approx(lambda1 * smooth + lambda2 * elastic, rel=1e-9)
@@ -296,26 +378,37 @@ def test_local_objective_penalty_equals_hand_computation(received_layers: list[s
     assert metrics["loss_elg"] == pytest.approx(elastic, rel=1e-9)
     assert metrics["fisher_constrained_share"] == pytest.approx(share)
 
-    # gradient: lambda1 * 2 (theta - Theta) / numel(layer) + lambda2 * 2 M (theta - Theta)
     penalty.backward()
     for name, p in model.named_parameters():
-        layer = name.split(".")[0]
-        if layer not in received_layers:
+        if name not in grads:
             assert p.grad is None or torch.all(p.grad == 0), name
             continue
-        numel = sum(dict(model.named_parameters())[n].numel() for n in LAYER_PARAMS[layer])
-        diff = p.detach() - received[name]
-        expected = lambda1 * 2 * diff / numel + lambda2 * 2 * mask[name] * diff
+        g_gen, g_elg = grads[name]
+        expected = lambda1 * g_gen + lambda2 * g_elg
         assert torch.allclose(p.grad, expected, rtol=1e-9, atol=1e-12), name
 
     # the mask is fixed at the start model; the penalty follows the current parameters
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(0.5)
-    smooth, elastic = expected_terms()
+    smooth, elastic, _ = _reference_terms(current(), received, mask, received_layers, gen, elg)
     assert float(objective.penalty(model).detach()) == pytest.approx(
         lambda1 * smooth + lambda2 * elastic, rel=1e-9
     )
+
+
+def test_penalty_has_zero_gradient_at_the_cluster_model() -> None:
+    """A client that starts from the cluster model: both plain norms are 0 there and their
+    subgradient is 0 (no NaN from the norm's kink)."""
+    model = _tiny_model()
+    alg = _genefl(model, epsilon=0.1)
+    received = _state(model)
+    objective = alg.local_objective(model, _data(), received, _ctx())
+    penalty = objective.penalty(model)
+    assert float(penalty.detach()) == 0.0
+    penalty.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.all(p.grad == 0), name
 
 
 # -- baselines' defaults ------------------------------------------------------------
@@ -325,7 +418,7 @@ def test_fedavg_defaults_exchange_every_layer() -> None:
     assert isinstance(alg, Algorithm)
     before, after = _before_after(model)
     assert alg.select_upload(before, after, _ctx()) == ["0", "1", "4"]
-    assert alg.download_layers(0) == ["0", "1", "4"]
+    assert alg.download_layers(0, "known") == ["0", "1", "4"]
     assert alg.learngene_layers(1) == ["0", "1", "4"]
     assert alg.instructions(0, "known") == {}
     assert alg.local_objective(model, _data(), {}, _ctx()) is None
@@ -357,5 +450,5 @@ def test_local_exchanges_nothing() -> None:
     alg = Local(NoParams(), list_layers(model), num_clusters=2)
     before, after = _before_after(model)
     assert alg.select_upload(before, after, _ctx()) == []
-    assert alg.download_layers(0) == []
+    assert alg.download_layers(0, "known") == alg.download_layers(0, "agnostic") == []
     assert alg.learngene_layers(0) == []

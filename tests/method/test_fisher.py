@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -52,16 +54,35 @@ def test_fisher_matches_per_sample_loop() -> None:
     assert all(float(ref.abs().sum()) > 0 for ref in expected.values())
 
 
-def test_fisher_uses_running_stats_not_batch_stats() -> None:
-    """A train-mode (batch-statistics) reference must differ, so the test above can fail."""
+def _batch_stat_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The wrong reading: each sample's gradient through a train-mode forward of the whole
+    batch (batch statistics, samples coupled), on a copy so running stats stay put."""
+    total: dict[str, torch.Tensor] = {}
+    for i in range(x.shape[0]):
+        m = copy.deepcopy(model).train()
+        names = [n for n, _ in m.named_parameters()]
+        loss = F.cross_entropy(m(x)[i : i + 1], y[i : i + 1])
+        for n, g in zip(names, torch.autograd.grad(loss, list(m.parameters()))):
+            total[n] = total.get(n, 0) + g.detach() ** 2
+    return {n: t / x.shape[0] for n, t in total.items()}
+
+
+@pytest.mark.parametrize("method", ["exact", "vmap"])
+def test_fisher_uses_running_stats_not_batch_stats(method: str) -> None:
+    """A model handed over in train mode: the Fisher must equal the running-statistics
+    reference and not the batch-statistics one (the two differ by far more than the
+    tolerance here, so a Fisher computed in train mode fails)."""
     model = _tiny_model()
     x, y = _data()
-    eval_ref = _loop_fisher(model, x, y)
+    running = _loop_fisher(model, x, y)
+    batch = _batch_stat_fisher(model, x, y)
     model.train()
-    params = list(model.parameters())
-    loss = F.cross_entropy(model(x), y)  # batch statistics
-    grads = torch.autograd.grad(loss, params)
-    assert not torch.allclose(grads[2] ** 2, eval_ref["1.weight"], rtol=1e-3)
+    got = fisher_diagonal(model, x, y, method=method)
+    assert model.training
+    for name in ("0.weight", "1.weight", "1.bias"):
+        assert torch.allclose(got[name], running[name], rtol=1e-5, atol=1e-12), name
+        gap = float((batch[name] - running[name]).abs().max() / running[name].abs().max())
+        assert gap > 0.05, (name, gap)  # the references really differ
 
 
 def test_fisher_chunking_does_not_change_result() -> None:

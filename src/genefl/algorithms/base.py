@@ -8,7 +8,7 @@ on Flower.
 
 Round, for a participant ``i`` of cluster ``k``::
 
-    server: instructions(), download_layers(k)        -> received (wire)
+    server: instructions(), download_layers(k, phase) -> received (wire)
     client: start_params(received, own, initial)      -> start model
             local_objective(model, data, received)    -> extra loss terms / hooks
             [engine's local training loop]
@@ -147,8 +147,10 @@ class Algorithm:
         """Numbers the server sends every participant this round (e.g. ``gamma``)."""
         return {}
 
-    def download_layers(self, cluster: int) -> list[str]:
-        """Layers of the cluster model sent to a participant at the start of a round."""
+    def download_layers(self, cluster: int, phase: str) -> list[str]:
+        """Layers of the cluster model sent to a participant at the start of a round of
+        ``phase`` ("known" or "agnostic").
+        """
         return self.all_layer_names
 
     def aggregate(

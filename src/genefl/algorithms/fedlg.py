@@ -9,7 +9,9 @@ activity changed least since its previous round (on its first round, with no pre
 measurement, the least active layers); it uploads only those. The server averages per
 layer and keeps, per cluster, the layers chosen by at least half of the last participants
 (as GENE-FL); each participant downloads that cluster learnGene onto its own model, and a
-new client inherits it without the classifier head (as GENE-FL, SPEC §5).
+new client inherits it without the classifier head (as GENE-FL, SPEC §5); in the agnostic
+phase no download carries the known classes' head (the head a joiner starts with stays
+its own fresh one until agnostic clients have aggregated theirs).
 
 Choices: the default size, 0.25 of the layers, equals GENE-FL's ``--gamma-floor``, so both
 learnGene methods may send equally many layers and differ in how they choose them; no
@@ -118,9 +120,11 @@ class FedLG(Algorithm):
             self.all_layer_names, head_layer(self.layers), num_clusters
         )
 
-    def download_layers(self, cluster: int) -> list[str]:
-        """The cluster learnGene."""
-        return self.learngenes.layers(cluster)
+    def download_layers(self, cluster: int, phase: str) -> list[str]:
+        """The cluster learnGene; in the agnostic phase without the known classes' head."""
+        return self.learngenes.downloadable(
+            cluster, self.learngenes.layers(cluster), phase, inherit_head=False
+        )
 
     def end_round(self, report: RoundReport) -> None:
         """Remember each cluster's choices."""

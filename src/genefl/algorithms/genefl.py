@@ -3,9 +3,13 @@ Federated Learning", 2025), as fixed by SPEC §2–§6.
 
 Client (Algorithm 1): keep its own model ``theta_prev`` between rounds; compute the
 Fisher diagonal at ``theta_prev``; train with ``L_cls + lambda1 L_gen + lambda2 L_elg``
-where ``L_gen`` is a per-layer size-normalised pull toward the cluster model and
-``L_elg = ||1[F_hat > epsilon] * (theta - Theta_k)||^2``; then score each layer by how
-little it moved and upload the top-``gamma`` layers (the client's learnGene).
+where ``L_gen = sum_l ||theta_l - Theta_k,l||_2`` is a per-layer pull toward the cluster
+model (Eq. 4, plain norms: every layer pulled with force ``lambda1``) and
+``L_elg = ||1[F_hat > epsilon] * (theta - Theta_k)||_2`` pulls the high-Fisher entries
+(``F_hat`` min-max normalised over the whole model, Eq. 6); then score each layer by how
+little it moved and upload the top-``gamma`` layers (the client's learnGene). The squared
+forms, a whole-model ``L_gen`` and per-layer Fisher normalisation are options
+(``--gen-loss``, ``--elg-loss``, ``--fisher-norm``).
 
 Server (Algorithm 2): average per layer over the uploads carrying it; lower ``gamma``
 while validation accuracy holds (:class:`~genefl.method.condense.GammaSchedule`); the
@@ -17,7 +21,9 @@ Choices made here beyond SPEC: the Fisher uses evaluation-mode normalisation; th
 schedule runs in the known phase and stays fixed in the agnostic phase; a cluster that
 never had participants has an empty learnGene; the classifier head (last linear layer) is
 never sent to a new client unless ``inherit_head`` (SPEC §5: "fresh random initialisation
-for every other layer, the classifier head included").
+for every other layer, the classifier head included") — neither in its init package nor
+in any agnostic-phase download until the cluster's agnostic clients have uploaded a head
+of their own (:class:`~genefl.algorithms.learngene.ClusterLearnGenes`).
 """
 
 from __future__ import annotations
@@ -46,8 +52,13 @@ from genefl.method.condense import (
     layer_scores,
     top_layers,
 )
-from genefl.method.fisher import fisher_diagonal, fisher_mask, minmax_normalise
-from genefl.method.losses import elastic_loss, smooth_loss
+from genefl.method.fisher import (
+    fisher_diagonal,
+    fisher_mask,
+    minmax_normalise,
+    minmax_normalise_per_layer,
+)
+from genefl.method.losses import ELG_LOSSES, GEN_LOSSES, elastic_loss, smooth_loss
 from genefl.models.layers import Layer, head_layer
 from genefl.options import option
 
@@ -59,6 +70,19 @@ class GeneFLParams:
     lambda1: float = option(0.5, "weight of the smooth loss L_gen", minimum=0)
     lambda2: float = option(0.05, "weight of the elastic Fisher loss L_elg", minimum=0)
     epsilon: float = option(0.5, "Fisher threshold on F_hat in [0, 1]", minimum=0, maximum=1)
+    gen_loss: str = option(
+        "layer-norm", "L_gen form: layer-norm = sum over layers of ||theta_l - Theta_l||_2 "
+        "(Eq. 4), squared = sum_l ||.||^2 / numel(l), model-norm = one norm over the model",
+        choices=GEN_LOSSES,
+    )
+    elg_loss: str = option(
+        "norm", "L_elg form: norm = ||M * (theta - Theta)||_2, squared = its square",
+        choices=ELG_LOSSES,
+    )
+    fisher_norm: str = option(
+        "model", "Fisher min-max normalisation to F_hat: over the whole model (Eq. 6) or "
+        "per layer", choices=("model", "layer"),
+    )
     layer_score: str = option(
         "paper", "layer score: paper = cos/numel (Eq. 9), cosine, l1, l2",
         choices=SCORE_MEASURES,
@@ -108,6 +132,8 @@ class GeneFLObjective(LocalObjective):
         lambda1: float,
         lambda2: float,
         constrained_share: float,
+        gen_loss: str = "layer-norm",
+        elg_loss: str = "norm",
     ) -> None:
         self.anchor = {k: v.detach() for k, v in anchor.items()}
         self.layer_groups = [list(g) for g in layer_groups]
@@ -115,13 +141,15 @@ class GeneFLObjective(LocalObjective):
         self.lambda1 = lambda1
         self.lambda2 = lambda2
         self.constrained_share = constrained_share
+        self.gen_loss = gen_loss
+        self.elg_loss = elg_loss
         self._last: dict[str, float] = {}
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         """``lambda1 * L_gen + lambda2 * L_elg`` at the model's current parameters."""
         params = dict(model.named_parameters())
-        gen = smooth_loss(params, self.anchor, self.layer_groups)
-        elg = elastic_loss(params, self.anchor, self.masks)
+        gen = smooth_loss(params, self.anchor, self.layer_groups, self.gen_loss)
+        elg = elastic_loss(params, self.anchor, self.masks, self.elg_loss)
         self._last = {"loss_gen": float(gen.detach()), "loss_elg": float(elg.detach())}
         return self.lambda1 * gen + self.lambda2 * elg
 
@@ -157,6 +185,14 @@ class GeneFL(Algorithm):
     def instructions(self, round: int, phase: str) -> dict[str, Any]:
         """Send the current ``gamma`` (learnGene size in layers)."""
         return {"gamma": self.schedule.gamma}
+
+    def download_layers(self, cluster: int, phase: str) -> list[str]:
+        """The cluster model (Algorithm 1), without the known classes' head in the
+        agnostic phase unless ``inherit_head``.
+        """
+        return self.learngenes.downloadable(
+            cluster, self.all_layer_names, phase, self.params.inherit_head
+        )
 
     def end_round(self, report: RoundReport) -> None:
         """Remember each cluster's choices; move the gamma schedule (known phase)."""
@@ -210,18 +246,21 @@ class GeneFL(Algorithm):
         """Fisher mask at ``theta_prev`` (the start model) and the two regularisers."""
         p = self.params
         fisher = fisher_diagonal(model, data.x, data.y, chunk_size=p.fisher_chunk)
-        masks = fisher_mask(minmax_normalise(fisher), p.epsilon)
+        groups = [list(layer.param_names) for layer in self.layers]
+        if p.fisher_norm == "layer":
+            fisher_hat = minmax_normalise_per_layer(fisher, groups)
+        else:
+            fisher_hat = minmax_normalise(fisher)
+        masks = fisher_mask(fisher_hat, p.epsilon)
         total = sum(m.numel() for m in masks.values())
         constrained = sum(float(m.sum()) for m in masks.values())
         masks = {k: m for k, m in masks.items() if k in received and bool(m.any())}
-        groups = [
-            [n for n in layer.param_names if n in received]
-            for layer in self.layers
-        ]
+        groups = [[n for n in g if n in received] for g in groups]
         groups = [g for g in groups if g]
         anchor = {k: v for k, v in received.items() if k in fisher}
         return GeneFLObjective(
-            anchor, groups, masks, p.lambda1, p.lambda2, constrained / max(total, 1)
+            anchor, groups, masks, p.lambda1, p.lambda2, constrained / max(total, 1),
+            p.gen_loss, p.elg_loss,
         )
 
     def select_upload(

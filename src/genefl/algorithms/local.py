@@ -22,7 +22,7 @@ class Local(Algorithm):
     exchanges = "nothing"
     initialises = "random weights"
 
-    def download_layers(self, cluster: int) -> list[str]:
+    def download_layers(self, cluster: int, phase: str) -> list[str]:
         """Nothing is sent to clients."""
         return []
 

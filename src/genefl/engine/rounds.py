@@ -217,7 +217,7 @@ class Engine:
         """The client's context, what it receives and the download bytes counted."""
         k = self.server.assignment[client_id]
         ctx = self._context(client_id, phase, instructions)
-        names = self.algorithm.download_layers(k)
+        names = self.algorithm.download_layers(k, phase)
         received = select_layers(self.server.cluster_models[k], self.layer_map, names)
         down_bytes = layers_bytes(self.layer_map, [n for n in names if n not in skip_download])
         return ctx, received, down_bytes
@@ -480,9 +480,9 @@ class Engine:
         self.algorithm.load_state_dict(state["algorithm"])
 
     # -- evaluation ------------------------------------------------------------------
-    def evaluate_clients(self, client_ids: Sequence[int]) -> float:
+    def evaluate_clients(self, client_ids: Sequence[int], phase: str = "known") -> float:
         """Sample-weighted test accuracy of each client's own model (or, if it never
-        trained, the model it would start from).
+        trained, the model it would start from in ``phase``).
         """
         correct = total = 0.0
         for cid in client_ids:
@@ -494,7 +494,7 @@ class Engine:
                 ctx = self._context(cid, "eval", {})
                 received = select_layers(
                     self.server.cluster_models[k], self.layer_map,
-                    self.algorithm.download_layers(k),
+                    self.algorithm.download_layers(k, phase),
                 )
                 params = self.algorithm.start_params(received, None, self.initial, ctx)
             set_params(self.model, params)

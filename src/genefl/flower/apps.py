@@ -3,7 +3,7 @@
 What crosses the wire, per participant and round (Flower ``Message`` of type ``train``):
 
 * server -> client: ``received`` (``ArrayRecord``: the float32 tensors of
-  ``algorithm.download_layers(cluster)`` of its cluster model, packed with
+  ``algorithm.download_layers(cluster, phase)`` of its cluster model, packed with
   :func:`genefl.engine.wire.pack`) and ``config`` (``ConfigRecord``: ``client-id``,
   ``cluster``, ``round``, ``phase`` and the algorithm's ``instructions``);
 * client -> server: ``upload`` (``ArrayRecord``: the float32 tensors of the layers the
@@ -190,7 +190,7 @@ def build_apps(
             for cid in participants:
                 k = server.assignment[cid]
                 sent = select_layers(
-                    server.cluster_models[k], layer_map, algorithm.download_layers(k)
+                    server.cluster_models[k], layer_map, algorithm.download_layers(k, phase)
                 )
                 config = ConfigRecord({
                     "client-id": cid, "cluster": k, "round": rnd, "phase": phase,

@@ -43,7 +43,7 @@ operation — true for every model in :mod:`genefl.models`.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -533,6 +533,26 @@ def minmax_normalise(fisher: Mapping[str, torch.Tensor]) -> ParamDict:
     if span <= 0.0:
         return {k: torch.zeros_like(t) for k, t in fisher.items()}
     return {k: (t - lo) / span for k, t in fisher.items()}
+
+
+def minmax_normalise_per_layer(
+    fisher: Mapping[str, torch.Tensor], layer_groups: Sequence[Sequence[str]]
+) -> ParamDict:
+    """Min-max normalise each layer's entries (the tensors of one group together) to
+    ``[0, 1]`` separately; tensors in no group are normalised on their own.
+
+    The per-layer alternative to Eq. 6's whole-model normalisation: every layer then has
+    entries near 1, so the Fisher mask covers every layer instead of the few entries of
+    the layer with the largest Fisher.
+    """
+    out: ParamDict = {}
+    grouped = {n for names in layer_groups for n in names}
+    groups = [[n for n in names if n in fisher] for names in layer_groups]
+    groups += [[n] for n in fisher if n not in grouped]
+    for names in groups:
+        if names:
+            out.update(minmax_normalise({n: fisher[n] for n in names}))
+    return out
 
 
 def fisher_mask(fisher_hat: Mapping[str, torch.Tensor], epsilon: float) -> ParamDict:
