@@ -1,26 +1,36 @@
 """FedLPS (Jia, Zhang, Zhu, Li, Xu: "FedLPS: Heterogeneous Federated Learning for Multiple
 Tasks with Local Parameter Sharing", AAAI 2024; code ``jyzgh/FedLPS``), homogeneous
-single-ratio variant, run per cluster (SPEC §7 decision).
+single-ratio variant, run per cluster (SPEC §7, revised decision).
 
 The first half of the layers (split after a conv's norm layer, see
-:func:`~genefl.models.layers.encoder_split`) is a shared encoder, taken from the cluster
-model and frozen; the rest is the predictor. The first time a client takes part it prunes
-the predictor it starts from, once and structurally: each conv/linear layer of the
-predictor (the classifier head excepted) keeps the ``1 - fedlps_prune_ratio`` share of its
-output channels with the largest L1 norm (the reference code's ``prune_prob`` is the share
-*pruned*; 0.8 keeps 20 %). It then trains the pruned predictor; pruned entries stay zero
-(their gradients are masked). Each round it downloads the cluster predictor, applies its
-mask, trains, and uploads only its surviving channels; the server averages each entry over
-the clients that sent it.
+:func:`~genefl.models.layers.encoder_split`) is a shared encoder; the rest is the
+predictor. Each round a client downloads the whole cluster model, trains encoder and
+predictor, and uploads the encoder whole and only the surviving channels of its pruned
+predictor; the server averages each layer (each predictor entry) over the clients that
+sent it, as FedAvg does.
 
-Choices: the mask is taken from the model the client starts from, before its first local
-training (SPEC §7: "pruned once ... and trained"), so no accuracy is ever measured on a
-freshly pruned, untrained model; without a pretrained model the frozen encoder keeps its
-shared random initialisation (its normalisation statistics still adapt locally, as in the
-reference code); a pruned channel is zeroed (masked), not removed, so the inputs a later
-layer takes from it are still sent whole (a residual connection may feed them); the mask
-is fixed per client and not counted on the wire. A new client starts from the full cluster
-model and prunes it likewise.
+The first time a client takes part it prunes the predictor it starts from, once and
+structurally: each conv/linear layer of the predictor (the classifier head excepted) keeps
+the ``1 - fedlps_prune_ratio`` share of its output channels with the largest L1 norm (the
+reference code's ``prune_prob`` is the share *pruned*; 0.8 keeps 20 %). Pruned entries
+stay zero (their gradients are masked) and are neither sent nor counted.
+
+Choices (SPEC §7):
+
+- The encoder is trained and shared. The reference code freezes it because it starts
+  from an ImageNet-pretrained backbone; this protocol trains from scratch, where a frozen
+  encoder stays at its shared random initialisation (measured on digits: new clients at
+  0 % accuracy in their first round, ~30 % later, everything predicted as one class).
+  ``fedlps_freeze_encoder`` restores the reference behaviour for pretrained starts: the
+  encoder's parameters are then neither trained nor sent (its normalisation statistics
+  still adapt locally, as in the reference code), and only the predictor is downloaded.
+- The mask is taken from the model the client starts from, before its first local
+  training ("pruned once ... and trained"), so no accuracy is ever measured on a freshly
+  pruned, untrained model.
+- A pruned channel is zeroed (masked), not removed, so the inputs a later layer takes
+  from it are still sent whole (a residual connection may feed them); the mask is fixed
+  per client and not counted on the wire.
+- A new client starts from the full cluster model and prunes it likewise.
 """
 
 from __future__ import annotations
@@ -50,10 +60,15 @@ class FedLPSParams:
         0.8, "FedLPS: share of each predictor layer's output channels pruned (L1 norm)",
         minimum=0, maximum=1, exclusive_max=True,
     )
+    fedlps_freeze_encoder: bool = option(
+        False, "FedLPS: freeze the encoder (first half of the layers) and never send it, as "
+        "the reference code does with a pretrained backbone; off: trained and averaged",
+    )
 
 
 class PrunedPredictorObjective(LocalObjective):
-    """Frozen encoder; the gradients of pruned entries are zeroed, so they stay zero."""
+    """The gradients of pruned entries are zeroed, so they stay zero; ``frozen`` (the
+    encoder's parameters when it is frozen, else empty) are not trained."""
 
     def __init__(self, frozen: frozenset[str], masks: Mapping[str, torch.Tensor]) -> None:
         self.frozen = frozen
@@ -74,10 +89,11 @@ class PrunedPredictorObjective(LocalObjective):
 
 @register("fedlps")
 class FedLPS(Algorithm):
-    """Frozen shared encoder, pruned predictor, partial-channel uploads."""
+    """Shared encoder (trained, or frozen as an option), pruned predictor, partial-channel
+    uploads."""
 
     params_cls = FedLPSParams
-    exchanges = "pruned predictor channels"
+    exchanges = "encoder + pruned predictor channels"
     initialises = "cluster full model"
     params: FedLPSParams
 
@@ -88,22 +104,30 @@ class FedLPS(Algorithm):
         self.predictor = [layer.name for layer in self.layers[split:]]
         if not self.predictor:
             raise ValueError("fedlps: the model is too small to split into encoder and predictor")
-        self.frozen = frozenset(
-            n for layer in self.layers[:split] for n in layer.param_names
-        )
+        self.frozen: frozenset[str] = frozenset()
+        if params.fedlps_freeze_encoder:
+            self.frozen = frozenset(
+                n for layer in self.layers[:split] for n in layer.param_names
+            )
+        #: the layers exchanged every round: the predictor, and the encoder unless frozen
+        self.shared = self.predictor if self.frozen else self.encoder + self.predictor
         self.groups = prunable_groups(self.layers[split:], exclude=(head_layer(self.layers),))
 
-    def download_layers(self, cluster: int) -> list[str]:
-        """The cluster's predictor (the encoder never changes)."""
-        return list(self.predictor)
+    def download_layers(self, cluster: int, phase: str) -> list[str]:
+        """The cluster's encoder and predictor (only the predictor if the encoder is
+        frozen: it never changes)."""
+        return list(self.shared)
 
     def allowed_upload_layers(self, cluster: int) -> set[str]:
-        """Only the predictor."""
-        return set(self.predictor)
+        """Encoder and predictor (only the predictor if the encoder is frozen)."""
+        return set(self.shared)
 
     def summary(self) -> dict[str, Any]:
-        """Encoder and predictor layers."""
-        return {"encoder_layers": self.encoder, "predictor_layers": self.predictor}
+        """Encoder and predictor layers, and whether the encoder is frozen."""
+        return {
+            "encoder_layers": self.encoder, "predictor_layers": self.predictor,
+            "encoder_frozen": bool(self.frozen),
+        }
 
     def start_params(
         self,
@@ -112,8 +136,8 @@ class FedLPS(Algorithm):
         initial: Mapping[str, torch.Tensor],
         ctx: ClientContext,
     ) -> ParamDict:
-        """Own encoder and the cluster's predictor, with the client's pruning mask applied
-        (made here, from these values, the first time).
+        """The cluster's encoder (own if frozen) and predictor, with the client's pruning
+        mask applied (made here, from these values, the first time).
         """
         params = super().start_params(received, own, initial, ctx)
         if not ctx.state.get(MASKS):
@@ -129,7 +153,7 @@ class FedLPS(Algorithm):
         received: Mapping[str, torch.Tensor],
         ctx: ClientContext,
     ) -> LocalObjective:
-        """Freeze the encoder; keep pruned entries at zero."""
+        """Keep pruned entries at zero (and the encoder fixed, if frozen)."""
         return PrunedPredictorObjective(self.frozen, ctx.state[MASKS])
 
     def select_upload(
@@ -138,8 +162,9 @@ class FedLPS(Algorithm):
         after: Mapping[str, torch.Tensor],
         ctx: ClientContext,
     ) -> list[str]:
-        """The predictor (its surviving channels, see :meth:`upload_masks`)."""
-        return list(self.predictor)
+        """The encoder whole (unless frozen) and the predictor's surviving channels (see
+        :meth:`upload_masks`)."""
+        return list(self.shared)
 
     def upload_masks(
         self,

@@ -5,17 +5,55 @@ the rest between rounds (the base :meth:`~genefl.algorithms.base.Algorithm.start
 overlays what it received on its own model), trains everything, and uploads the shared
 layers; the server averages them per layer. A new client starts from the cluster's shared
 layers and fresh weights elsewhere.
+
+ParFed and FedFina split the model at its last ``c`` main-path convolutions (SPEC §7):
+``c = max(1, round(4 n / 17))`` for a model with ``n`` main-path convolutions (projection
+shortcuts excluded), so 4 on ResNet-18 (``n = 17``, its ``layer4`` convolutions, the
+paper's setting) and 1 on the 4-convolution small CNN; ``--partial-convs`` sets ``c``
+directly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from genefl.algorithms.base import Algorithm, ClientContext
-from genefl.models.layers import Layer
+from genefl.errors import ConfigError
+from genefl.models.layers import Layer, is_shortcut, last_conv_layers
+from genefl.options import option
+
+
+@dataclass(frozen=True)
+class PartialConvsParams:
+    """ParFed's and FedFina's option (one field, shared by both methods)."""
+
+    partial_convs: int = option(
+        0, "ParFed/FedFina: last main-path convolutions kept local (ParFed) or shared "
+        "(FedFina); 0 = max(1, round(4 n / 17)) of the model's n main-path convolutions",
+        minimum=0,
+    )
+
+
+def default_partial_convs(n: int) -> int:
+    """``max(1, round(4 n / 17))``: ResNet-18's share (4 of its 17 main-path convolutions)
+    on a model with ``n`` of them."""
+    return max(1, round(4 * n / 17))
+
+
+def split_convs(params: PartialConvsParams, layers: Sequence[Layer]) -> list[str]:
+    """Names of the last ``c`` main-path convolutions (``c`` from ``partial_convs``, or
+    the default share when it is 0); a ConfigError if the model has fewer than ``c``."""
+    n = sum(1 for layer in layers if layer.kind == "conv" and not is_shortcut(layer))
+    c = params.partial_convs or default_partial_convs(n)
+    if c > n:
+        raise ConfigError(
+            f"--partial-convs must be at most the model's {n} main-path convolutions; got {c}"
+        )
+    return last_conv_layers(layers, c)
 
 
 class SharedLayersAlgorithm(Algorithm):
@@ -31,7 +69,7 @@ class SharedLayersAlgorithm(Algorithm):
         """Names of the layers exchanged every round, in model order."""
         raise NotImplementedError
 
-    def download_layers(self, cluster: int) -> list[str]:
+    def download_layers(self, cluster: int, phase: str) -> list[str]:
         """The cluster's shared layers."""
         return list(self.shared)
 
@@ -55,3 +93,21 @@ class SharedLayersAlgorithm(Algorithm):
     def summary(self) -> dict[str, Any]:
         """The shared layers."""
         return {"shared_layers": list(self.shared)}
+
+
+class SplitAtLastConvs(SharedLayersAlgorithm):
+    """ParFed and FedFina: the model split at its last ``c`` main-path convolutions."""
+
+    params_cls = PartialConvsParams
+    params: PartialConvsParams
+
+    def __init__(
+        self, params: PartialConvsParams, layers: Sequence[Layer], num_clusters: int
+    ) -> None:
+        #: the last ``c`` main-path convolutions (local in ParFed, the only shared in FedFina)
+        self.last_convs = split_convs(params, layers)
+        super().__init__(params, layers, num_clusters)
+
+    def summary(self) -> dict[str, Any]:
+        """The shared layers and the split's convolutions."""
+        return {**super().summary(), "last_convs": list(self.last_convs)}
