@@ -316,6 +316,7 @@ class FlowerClients:
         from flwr.app import ConfigRecord, Message, RecordDict
 
         assert self.server is not None
+        self.refresh()  # a resumed server may evaluate before any round looked at nodes
         messages, asked = [], {}
         for cid in client_ids:
             node = self.node_of.get(cid)
