@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,21 +55,39 @@ class ClientSide:
     device: torch.device
 
 
-_CACHE: dict[tuple, ClientSide] = {}
+#: per process: the last federation built, and the clients it hosts (a simulation
+#: worker or a test hosts many nodes; a deployed node one)
+_FEDERATION: dict[tuple, tuple[Any, Federation]] = {}
+_SIDES: OrderedDict[tuple, ClientSide] = OrderedDict()
+MAX_CACHED_CLIENTS = 256
+
+
+def _federation(spec: NodeSpec, config: RunConfig) -> tuple[Any, Federation]:
+    c = config
+    key = (spec.dataset, spec.data_dir, c.seed, c.train_fraction, c.known_clients,
+           c.agnostic_clients, c.partition, c.shards, c.beta, c.val_fraction)
+    if key not in _FEDERATION:
+        dataset = load_dataset(spec.dataset, spec.data_dir)
+        dataset = subsample_train(dataset, c.train_fraction, numpy_rng(c.seed, "subsample"))
+        federation = build_federation(
+            dataset, c.known_clients, c.agnostic_clients, c.partition, c.shards, c.beta,
+            c.val_fraction, numpy_rng(c.seed, "federation"),
+        )
+        _FEDERATION.clear()
+        _FEDERATION[key] = (dataset, federation)
+    return _FEDERATION[key]
 
 
 def load_client(spec: NodeSpec, config: RunConfig, params: Any) -> ClientSide:
-    """The node's client (cached per process: a node answers many messages)."""
+    """The node's client: its part of the seeded federation on its device, the run's
+    model and algorithm (cached per process: a node answers many messages).
+    """
     key = (spec, tuple(sorted((k, repr(v)) for k, v in vars(config).items())), repr(params))
-    if key in _CACHE:
-        return _CACHE[key]
+    if key in _SIDES:
+        _SIDES.move_to_end(key)
+        return _SIDES[key]
     device = resolve_device(spec.device or config.device)
-    dataset = load_dataset(spec.dataset, spec.data_dir)
-    dataset = subsample_train(dataset, config.train_fraction, numpy_rng(config.seed, "subsample"))
-    federation = build_federation(
-        dataset, config.known_clients, config.agnostic_clients, config.partition,
-        config.shards, config.beta, config.val_fraction, numpy_rng(config.seed, "federation"),
-    )
+    dataset, federation = _federation(spec, config)
     split = next(s for s in federation.known + federation.agnostic
                  if s.client_id == spec.client_id)
     own = Federation(federation.known_classes, federation.agnostic_classes, [split], [])
@@ -79,8 +98,9 @@ def load_client(spec: NodeSpec, config: RunConfig, params: Any) -> ClientSide:
     algorithm = make_algorithm(config, params, layers)
     side = ClientSide(spec, config, data, model, layers, {la.name: la for la in layers},
                       initial, fresh, algorithm, device)
-    _CACHE.clear()  # one client per node process
-    _CACHE[key] = side
+    _SIDES[key] = side
+    while len(_SIDES) > MAX_CACHED_CLIENTS:
+        _SIDES.popitem(last=False)
     return side
 
 
