@@ -23,8 +23,8 @@ from genefl.config import resolve  # noqa: E402
 from genefl.engine.server import sample_participants  # noqa: E402
 from genefl.engine.simulation import run_simulation  # noqa: E402
 from genefl.flower.client_app import make_client_app  # noqa: E402
-from genefl.flower.server_app import NODES_FILE, run_server  # noqa: E402
 from genefl.flower.runconfig import run_config_values  # noqa: E402
+from genefl.flower.server_app import NODES_FILE, run_server  # noqa: E402
 from genefl.models import build_model, list_layers  # noqa: E402
 
 #: a small GENE-FL run with both phases: 4 known, 2 agnostic clients, 2 clusters
