@@ -11,10 +11,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 
 import pytest
 import torch
 
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 pytest.importorskip("flwr")
 
 from loopgrid import LoopGrid  # noqa: E402

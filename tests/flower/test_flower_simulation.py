@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 
 import pytest
 import torch
 
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
