@@ -16,7 +16,7 @@ os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-from test_federation import ACCURACIES, BYTES, RUN, TOLERANCE  # noqa: E402
+from test_flower_federation import ACCURACIES, BYTES, RUN, TOLERANCE  # noqa: E402
 
 from genefl.config import resolve  # noqa: E402
 from genefl.engine.simulation import run_simulation as run_in_process  # noqa: E402
