@@ -131,9 +131,11 @@ def main() -> None:
         )
         lines.append(
             f"flower: {per}; rounds only, Flower / engine x{flo['flower_rounds_vs_engine']:.2f} "
-            f"({flo['rounds']} rounds, {flo['clients']} clients x {flo['samples_per_client']} "
-            f"samples, {flo['epochs']} local epoch(s), Ray, 1 CPU per client); upload bytes equal: "
-            f"{flo['bytes_match']}, max |model difference| {flo['max_model_diff']:.1g}"
+            f"({flo['rounds']} known + {flo['agnostic_rounds']} agnostic rounds, "
+            f"{flo['clients']} + {flo['agnostic_clients']} digits clients x "
+            f"{flo['samples_per_client']} samples, {flo['epochs']} local epoch(s), Ray, 1 CPU "
+            f"per client); byte counts equal: {flo['bytes_match']}, max |accuracy difference| "
+            f"{flo['max_accuracy_diff']:.1g}"
         )
     lines.append(
         f"batched clients (torch.func.vmap, --batched-clients): FedAvg round "

@@ -1,4 +1,6 @@
-"""Command-line interface: ``genefl run``, ``compare``, ``attack`` and ``methods``."""
+"""Command-line interface: ``genefl run``, ``compare``, ``attack``, ``methods`` and
+``flower init``.
+"""
 
 from __future__ import annotations
 
@@ -125,6 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(attack, with_method=False)
     sub.add_parser("methods", help="list the registered methods")
+    flower = sub.add_parser("flower", help="run genefl as a Flower federation (needs the "
+                            "flower extra)")
+    flower_sub = flower.add_subparsers(dest="flower_command", required=True,
+                                       parser_class=_Parser)
+    init = flower_sub.add_parser(
+        "init", help="write a Flower app directory (pyproject.toml with genefl's ServerApp, "
+        "ClientApp and these options as its run config) for `flwr run`",
+    )
+    init.add_argument("app_dir", metavar="DIR", help="the app directory to write")
+    init.add_argument("--connection", default="genefl",
+                      help="SuperLink connection name shown in the printed commands")
+    _add_common(init, with_method=True)
+    from genefl.flower.runconfig import FlowerOptions
+
+    _add_fields(init.add_argument_group("flower"), FlowerOptions, {"overwrite"})
     return parser
 
 
@@ -132,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 _NOT_OPTIONS = (
     "command", "config", "quiet", "overwrite", "preset", "methods", "repeats", "resume",
     "images", "batch", "attack_iterations", "attack_restarts", "attack_lr", "dp_sigma2",
+    "flower_command", "app_dir", "connection",
 )
 
 
@@ -439,6 +457,20 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_flower(args: argparse.Namespace) -> int:
+    """``genefl flower init DIR``: write the app directory and say how to run it."""
+    from genefl.flower.deploy import describe, write_app
+
+    values = _merged_values(args)
+    values.pop("repeats", None)
+    values.pop("methods", None)
+    if args.overwrite:
+        values["overwrite"] = True
+    folder = write_app(args.app_dir, values)
+    print(describe(folder, values, args.connection))
+    return 0
+
+
 def cmd_methods() -> int:
     """Print each registered method with what it exchanges."""
     from genefl.algorithms.registry import algorithm_names, get_algorithm_class
@@ -460,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "attack":
             return cmd_attack(args)
+        if args.command == "flower":
+            return cmd_flower(args)
         return cmd_run(args)
     except GeneflError as exc:
         print(f"genefl: error: {exc}", file=sys.stderr)

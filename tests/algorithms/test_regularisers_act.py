@@ -35,12 +35,12 @@ def _train(**overrides: float) -> dict:
     sim = prepare_simulation(config, params, dataset=make_dataset())
     received: dict[int, dict[str, torch.Tensor]] = {}
     elg_losses: list[float] = []
-    real_download = sim.engine._download
+    real_received = sim.engine.fed.received
 
-    def spy(client_id, phase, instructions, skip):  # what each client pulls toward
-        ctx, got, down = real_download(client_id, phase, instructions, skip)
+    def spy(client_id, phase):  # what each client pulls toward
+        got = real_received(client_id, phase)
         received[client_id] = {k: v.clone() for k, v in got.items()}
-        return ctx, got, down
+        return got
 
     class Losses:
         def __getattr__(self, name):
@@ -49,7 +49,7 @@ def _train(**overrides: float) -> dict:
         def on_client_end(self, record) -> None:
             elg_losses.append(record.metrics.get("loss_elg", math.nan))
 
-    sim.engine._download = spy  # type: ignore[method-assign]
+    sim.engine.fed.received = spy  # type: ignore[method-assign]
     sim.engine.callbacks.callbacks.append(Losses())
     sim.engine.run_phase("known", sim.known_ids, config.known_rounds, config.clients_per_round)
     models = {cid: dict(sim.engine.store.get(cid).params) for cid in sim.known_ids}

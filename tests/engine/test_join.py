@@ -36,19 +36,19 @@ def test_joiners_go_to_the_nearest_centre_and_centres_are_running_means() -> Non
             data_signature(sim.clients[cid].pixels, config.signature_dim)
         )
     joins: list[tuple[int, int, int]] = []  # (client, reference choice, engine's choice)
-    real_join = engine.join
+    real_join = engine.fed.join
 
-    def spy(client_id: int, signature: np.ndarray, phase: str) -> int:
+    def spy(client_id: int, signature: np.ndarray):
         expected = _reference_nearest(signature, server.centers.copy())
         counts_before = list(server.counts)
-        out = real_join(client_id, signature, phase)
+        out = real_join(client_id, signature)
         k = server.assignment[client_id]
         joins.append((client_id, expected, k))
         assert server.counts == [c + (j == k) for j, c in enumerate(counts_before)]
         members[k].append(signature)
         return out
 
-    engine.join = spy  # type: ignore[method-assign]
+    engine.fed.join = spy  # type: ignore[method-assign]
     engine.run_phase("known", sim.known_ids, config.known_rounds, config.clients_per_round)
     signatures = {
         cid: data_signature(sim.clients[cid].pixels, config.signature_dim)

@@ -611,6 +611,22 @@ def check_dataset_files(name: str, data_dir: PathArg = None) -> None:
         _svhn_paths(data_dir)
 
 
+#: image shape ``(C, H, W)`` and class count of each data set, known without its files
+#: (a federation's server builds the model from these; tests check them against loads)
+SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "digits": ((1, 8, 8), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+    "svhn": ((3, 32, 32), 10),
+}
+
+
+def dataset_shape(name: str) -> tuple[tuple[int, int, int], int]:
+    """``((C, H, W), num_classes)`` of data set ``name`` without loading it."""
+    return SHAPES[_canonical_name(name)]
+
+
 def load_dataset(name: str, data_dir: PathArg = None) -> ImageDataset:
     """Load data set ``name`` (one of :data:`DATASETS`) from ``data_dir``.
 

@@ -119,6 +119,21 @@ def _group(
     return clients
 
 
+def federation_notes(
+    dataset_name: str, known_classes: Sequence[int], agnostic_classes: Sequence[int],
+    partition: str, shards: int,
+) -> list[str]:
+    """Remarks on the protocol (a shard count larger than a half's classes)."""
+    notes = []
+    for name, classes in (("known", known_classes), ("agnostic", agnostic_classes)):
+        if partition == "shard" and shards > len(classes):
+            notes.append(
+                f"--shards {shards} exceeds the {len(classes)} {name} classes of "
+                f"{dataset_name}: each {name} client holds all {len(classes)} of them"
+            )
+    return notes
+
+
 def build_federation(
     dataset: ImageDataset,
     known_clients: int,
@@ -131,13 +146,7 @@ def build_federation(
 ) -> Federation:
     """Split classes and partition both halves into clients (all draws from ``rng``)."""
     known_classes, agnostic_classes = split_classes(dataset.num_classes, rng)
-    notes = []
-    for name, classes in (("known", known_classes), ("agnostic", agnostic_classes)):
-        if partition == "shard" and shards > len(classes):
-            notes.append(
-                f"--shards {shards} exceeds the {len(classes)} {name} classes of "
-                f"{dataset.name}: each {name} client holds all {len(classes)} of them"
-            )
+    notes = federation_notes(dataset.name, known_classes, agnostic_classes, partition, shards)
     known = _group(
         dataset, "known", known_classes, known_clients, 0, partition, shards, beta,
         val_fraction, rng,

@@ -23,9 +23,11 @@ from genefl.algorithms.base import (
     LocalObjective,
     Upload,
 )
+from genefl.callbacks.base import ClientRoundRecord
 from genefl.engine.local import LocalSettings, LocalStats, evaluate, train_local
 from genefl.engine.wire import payload_bytes, select_layers
 from genefl.models.layers import Layer, get_params, set_params
+from genefl.seeding import numpy_rng
 from genefl.types import ParamDict
 
 
@@ -126,3 +128,28 @@ def client_update(
     begun = begin_update(algorithm, model, layers, train, received, own, initial, ctx)
     stats = train_local(model, train, settings, begun.objective, ctx.generator)
     return finish_update(algorithm, model, layers, layer_map, val, test, begun, stats, ctx)
+
+
+def client_drops_out(seed: int, rate: float, rnd: int, client_id: int) -> bool:
+    """Whether the client fails mid-round in round ``rnd`` (``--dropout-rate``, drawn from
+    its own stream, so the same on every driver).
+    """
+    if rate <= 0.0:
+        return False
+    return bool(numpy_rng(seed, "dropout", rnd, client_id).random() < rate)
+
+
+def update_record(
+    ctx: ClientContext, phase: str, result: ClientUpdate, down_bytes: int
+) -> ClientRoundRecord:
+    """The client-round record of a finished :func:`client_update`."""
+    upload = result.upload
+    return ClientRoundRecord(
+        round=ctx.round, phase=phase, client_id=ctx.client_id, cluster=ctx.cluster,
+        joined=False, num_train=ctx.num_samples, test_accuracy=result.test_accuracy,
+        val_accuracy=result.val_accuracy, train_loss=result.stats.mean_loss,
+        diverged=result.stats.diverged,
+        upload_layers=upload.layers if upload is not None else (),
+        upload_bytes=result.upload_bytes, download_bytes=down_bytes, init_bytes=0,
+        metrics=result.metrics,
+    )

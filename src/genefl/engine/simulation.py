@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import resource
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,23 +19,28 @@ import torch
 from genefl.algorithms.base import Algorithm, ClientData
 from genefl.algorithms.registry import get_algorithm_class
 from genefl.callbacks.base import Callback
-from genefl.callbacks.writers import json_safe
 from genefl.config import RunConfig, resolved_dict
 from genefl.data.datasets import ImageDataset, load_dataset, subsample_train
 from genefl.data.federation import Federation, build_federation
-from genefl.engine.checkpoint import load_checkpoint, save_checkpoint
 from genefl.engine.local import LocalSettings
-from genefl.engine.rounds import ClientTensors, Engine, PhaseLog, ServerState, Transport
+from genefl.engine.rounds import ClientTensors, Engine
+from genefl.engine.server import (
+    LAST_ROUNDS,  # noqa: F401  (re-exported)
+    RunPlan,
+    ServerState,
+    Transport,
+    cluster_signatures,
+    initial_state,
+    run_federation,
+)
 from genefl.engine.store import ClientStore, DiskClientStore
 from genefl.errors import ConfigError
-from genefl.method.cluster import data_signature, kmeans_clusters, pacfl_clusters, subspace_basis
+from genefl.method.cluster import subspace_basis
 from genefl.models import build_model, get_params, list_layers
 from genefl.models.layers import Layer
-from genefl.seeding import derive_seed, numpy_rng, torch_generator
+from genefl.seeding import numpy_rng, torch_generator
 from genefl.types import ParamDict
 
-#: how many of the last rounds the "last10" figures average
-LAST_ROUNDS = 10
 #: ``--client-store auto`` keeps clients on disk above this many clients
 DISK_STORE_ABOVE = 1000
 
@@ -100,15 +104,7 @@ def cluster_known_clients(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One-shot clustering of the known clients' signatures: ``(labels, centers)``."""
     bases = [subspace_basis(clients[c].pixels, config.signature_dim) for c in known_ids]
-    if config.clustering == "pacfl":
-        return pacfl_clusters(bases, config.clusters)
-    signatures = np.stack([b.flatten(order="F") for b in bases])
-    return kmeans_clusters(signatures, config.clusters, derive_seed(config.seed, "kmeans") % 2**31)
-
-
-def _mean_last(values: Sequence[float], n: int = LAST_ROUNDS) -> float:
-    tail = [v for v in values[-n:] if not math.isnan(v)]
-    return float(np.mean(tail)) if tail else math.nan
+    return cluster_signatures(bases, config)
 
 
 def peak_rss_mb() -> float:
@@ -144,13 +140,33 @@ def validate_protocol(config: RunConfig, dataset: ImageDataset) -> None:
     )
 
 
-def _config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    keys = sorted(set(stored) | set(current))
-    return [
-        f"{k}: checkpoint {stored.get(k)!r}, now {current.get(k)!r}"
-        for k in keys
-        if json_safe(stored.get(k)) != json_safe(current.get(k))
-    ]
+def model_parts(
+    config: RunConfig, image_shape: tuple[int, int, int], num_classes: int,
+    device: torch.device,
+) -> tuple[torch.nn.Module, list[Layer], ParamDict, Callable[[int], ParamDict]]:
+    """The run's model on ``device``, its layers, the shared initial weights, and a new
+    client's fresh random weights by client id (every driver builds them the same way).
+    """
+    c, h, _ = image_shape
+    model = build_model(
+        config.model, c, num_classes, h, torch_generator(config.seed, "init")
+    ).to(device)
+    layers = list_layers(model)
+    initial = get_params(model, layers)
+
+    def fresh(client_id: int) -> dict[str, torch.Tensor]:
+        gen = torch_generator(config.seed, "fresh", client_id)
+        m = build_model(config.model, c, num_classes, h, gen)
+        return {k: v.to(device) for k, v in get_params(m, layers).items()}
+
+    return model, layers, initial, fresh
+
+
+def make_algorithm(config: RunConfig, params: Any, layers: Sequence[Layer]) -> Algorithm:
+    """The configured method's algorithm object."""
+    algorithm = get_algorithm_class(config.method)(params, layers, config.clusters)
+    algorithm.aggregate_weighting = config.aggregate_weighting
+    return algorithm
 
 
 @dataclass
@@ -204,32 +220,16 @@ def prepare_simulation(
         dataset, config.known_clients, config.agnostic_clients, config.partition,
         config.shards, config.beta, config.val_fraction, numpy_rng(config.seed, "federation"),
     )
-    c, h, _ = dataset.image_shape
-    model = build_model(
-        config.model, c, dataset.num_classes, h, torch_generator(config.seed, "init")
-    ).to(device)
-    layers = list_layers(model)
-    initial = get_params(model, layers)
-
-    def fresh(client_id: int) -> dict[str, torch.Tensor]:
-        gen = torch_generator(config.seed, "fresh", client_id)
-        m = build_model(config.model, c, dataset.num_classes, h, gen)
-        return {k: v.to(device) for k, v in get_params(m, layers).items()}
-
-    algo_cls = get_algorithm_class(config.method)
-    algorithm = algo_cls(params, layers, config.clusters)
-    algorithm.aggregate_weighting = config.aggregate_weighting
+    model, layers, initial, fresh = model_parts(
+        config, dataset.image_shape, dataset.num_classes, device
+    )
+    algorithm = make_algorithm(config, params, layers)
 
     clients = client_tensors(dataset, federation, device)
     known_ids = [s.client_id for s in federation.known]
     agnostic_ids = [s.client_id for s in federation.agnostic]
     labels, centers = cluster_known_clients(clients, known_ids, config)
-    server = ServerState(
-        cluster_models=[{k: v.clone() for k, v in initial.items()} for _ in range(config.clusters)],
-        centers=centers.copy(),
-        counts=[int((labels == k).sum()) for k in range(config.clusters)],
-        assignment={cid: int(k) for cid, k in zip(known_ids, labels)},
-    )
+    server = initial_state(known_ids, labels, centers, initial, config.clusters)
     signature_bytes_known = 4 * sum(
         config.signature_dim * clients[cid].pixels.shape[1] for cid in known_ids
     )
@@ -254,7 +254,7 @@ def prepare_simulation(
         algorithm, model, layers, clients, server, initial, settings, config.seed,
         callbacks, fresh_model=fresh, dropout_rate=config.dropout_rate,
         max_update_ratio=config.max_update_ratio, transport=transport, store=store,
-        batched=config.batched_clients,
+        batched=config.batched_clients, signature_dim=config.signature_dim,
     )
     return Simulation(
         config=config, device=device, dataset=dataset, federation=federation,
@@ -290,128 +290,31 @@ def run_simulation(
     """
     t0 = time.perf_counter()
     sim = prepare_simulation(config, params, callbacks, dataset, checkpoint, resume, transport)
-    device, engine, server, algorithm = sim.device, sim.engine, sim.server, sim.algorithm
-    layers, initial, federation, clients = sim.layers, sim.initial, sim.federation, sim.clients
-    known_ids, agnostic_ids, labels = sim.known_ids, sim.agnostic_ids, sim.labels
-    algo_cls = type(algorithm)
-    signature_bytes_known = sim.signature_bytes_known
+    federation, engine = sim.federation, sim.engine
+    algo_cls = type(sim.algorithm)
     resolved = resolved_dict(config, params)
-    known_log, agnostic_log = PhaseLog(), PhaseLog()
-    extras: dict[str, Any] = {}
-    elapsed_before = 0.0
-    if resume:
-        if checkpoint is None:
-            raise ValueError("resume needs a checkpoint path")
-        payload = load_checkpoint(checkpoint)
-        differences = _config_differences(payload["config"], resolved)
-        if differences:
-            raise ConfigError(
-                f"--resume: {checkpoint} was written by a different configuration ("
-                + "; ".join(differences[:5]) + "); resume with the run's own config.toml "
-                "and no changed options, or start a new run"
-            )
-        engine.load_state_dict(payload["engine"])
-        known_log = PhaseLog.from_state(payload["known"])
-        agnostic_log = PhaseLog.from_state(payload["agnostic"])
-        extras = dict(payload["extras"])
-        elapsed_before = float(payload["elapsed"])
-
-    def write_checkpoint(phase: str, log: PhaseLog) -> None:
-        every = config.checkpoint_every
-        if checkpoint is None or every == 0:
-            return
-        total = config.known_rounds if phase == "known" else config.agnostic_rounds
-        if engine.round % every and log.rounds_done != total:
-            return
-        save_checkpoint(checkpoint, {
-            "config": resolved,
-            "engine": engine.state_dict(),
-            "known": known_log.state_dict(),
-            "agnostic": agnostic_log.state_dict(),
-            "extras": extras,
-            "elapsed": elapsed_before + time.perf_counter() - t0,
-        })
-    model_bytes = engine.model_bytes
     info = {
         "config": resolved_dict(config, params),
-        "device": str(device),
-        "layers": [layer.name for layer in layers],
-        "model_bytes": model_bytes,
-        "initial_weights_sha256": params_digest(initial),
+        "device": str(sim.device),
+        "layers": [layer.name for layer in sim.layers],
+        "model_bytes": engine.model_bytes,
+        "initial_weights_sha256": params_digest(sim.initial),
         "known_classes": list(federation.known_classes),
         "agnostic_classes": list(federation.agnostic_classes),
-        "cluster_sizes": list(server.counts),
+        "cluster_sizes": list(sim.server.counts),
         "notes": list(federation.notes),
         "total_rounds": config.known_rounds + config.agnostic_rounds,
-        "resume_round": engine.round,
     }
-    engine.callbacks.on_run_start(info)
-
-    known = engine.run_phase(
-        "known", known_ids, config.known_rounds, config.clients_per_round,
-        phase_log=known_log, after_round=write_checkpoint,
+    plan = RunPlan(
+        config=config, resolved=resolved, known_pool=sim.known_ids,
+        agnostic_pool=sim.agnostic_ids, known_ids=sim.known_ids, info=info,
+        signature_bytes_known=sim.signature_bytes_known,
+        cluster_sizes=[int((sim.labels == k).sum()) for k in range(config.clusters)],
+        notes=list(federation.notes), device=str(sim.device), exchanges=algo_cls.exchanges,
+        initialises=algo_cls.initialises, checkpoint=checkpoint, resume=resume,
+        torch_device=next(iter(sim.initial.values())).device,
     )
-    if not extras:  # figures of the end of the known phase (kept in later checkpoints)
-        extras = {
-            "known_accuracy": engine.evaluate_clients(known_ids),
-            "learngene_sizes": [
-                sum(engine.layer_map[n].nbytes for n in algorithm.learngene_layers(k))
-                for k in range(config.clusters)
-            ],
-            "learngene_layers": {
-                str(k): algorithm.learngene_layers(k) for k in range(config.clusters)
-            },
-        }
-    known_accuracy = extras["known_accuracy"]
-    learngene_sizes = extras["learngene_sizes"]
-    learngene_layers = extras["learngene_layers"]
-
-    agnostic_signatures = {
-        cid: data_signature(clients[cid].pixels, config.signature_dim) for cid in agnostic_ids
-    }
-    agn = engine.run_phase(
-        "agnostic", agnostic_ids, config.agnostic_rounds, config.clients_per_round,
-        signatures=agnostic_signatures, phase_log=agnostic_log, after_round=write_checkpoint,
-    )
-    joined = len(server.joined)
-    results: dict[str, Any] = {
-        "method": config.method,
-        "exchanges": algo_cls.exchanges,
-        "initialises": algo_cls.initialises,
-        "dataset": config.dataset,
-        "seed": config.seed,
-        "known_accuracy": known_accuracy,
-        "known_accuracy_last10": _mean_last(known.accuracies),
-        "agnostic_accuracy_round0": agn.accuracies[0] if agn.accuracies else math.nan,
-        "agnostic_accuracy_last10": _mean_last(agn.accuracies),
-        "upload_bytes": known.traffic.upload,
-        "download_bytes": known.traffic.download,
-        "full_model_upload_bytes": known.traffic.full_model_upload,
-        "upload_bytes_agnostic": agn.traffic.upload,
-        "download_bytes_agnostic": agn.traffic.download + agn.traffic.init,
-        "full_model_upload_bytes_agnostic": agn.traffic.full_model_upload,
-        "learngene_bytes": float(np.mean(learngene_sizes)),
-        "learngene_layers": learngene_layers,
-        "init_bytes": agn.traffic.init / joined if joined else math.nan,
-        "init_bytes_total": agn.traffic.init,
-        "signature_bytes": signature_bytes_known + agn.traffic.signature,
-        "model_bytes": model_bytes,
-        "num_layers": len(layers),
-        "agnostic_joined": joined,
-        "diverged_updates": known.diverged + agn.diverged,
-        "dropped_updates": known.dropped + agn.dropped,
-        "rejected_uploads": known.rejected + agn.rejected,
-        "known_round_accuracy": known.accuracies,
-        "known_round_upload_bytes": known.round_uploads,
-        "agnostic_round_accuracy": agn.accuracies,
-        "cluster_sizes": [int((labels == k).sum()) for k in range(config.clusters)],
-        "algorithm": algorithm.summary(),
-        "device": str(device),
-        "notes": list(federation.notes),
-        "wall_seconds": elapsed_before + time.perf_counter() - t0,
-        "peak_rss_mb": peak_rss_mb(),
-    }
-    engine.callbacks.on_run_end(results)
-    sim.close()
-    return results
-
+    try:
+        return run_federation(engine.fed, engine, plan, t0)
+    finally:
+        sim.close()

@@ -1,12 +1,17 @@
-"""Any genefl algorithm on Flower's Message API (optional: ``pip install 'genefl[flower]'``).
+"""genefl as a Flower federation (optional: ``pip install 'genefl[flower]'``).
 
-:func:`build_apps` returns a Flower ``ServerApp`` and ``ClientApp`` that run the known
-phase of a federation round by round with the same per-client work as the in-process
-:class:`~genefl.engine.rounds.Engine` (both call
-:func:`genefl.engine.client.client_update`), so the two can be timed and compared.
-Flower itself is imported only when the apps are built.
+* :mod:`genefl.flower.server_app` — the ServerApp: the federation's server
+  (:mod:`genefl.engine.server`, the same object ``genefl run`` drives) with the clients
+  reached as Flower SuperNodes; ``app`` is the ``flwr run`` component;
+* :mod:`genefl.flower.client_app` — the ClientApp: one node hosts one client and runs
+  :func:`genefl.engine.client.client_update`; ``app`` is the component;
+* :mod:`genefl.flower.runconfig` — run config / node config <-> genefl options;
+* :mod:`genefl.flower.deploy` — writing a Flower app directory and the commands that run
+  it (``genefl flower init``).
+
+Flower itself is imported only by the two app modules.
 """
 
-from genefl.flower.apps import FlowerRun, build_apps, require_flwr
+from genefl.flower.apps import require_flwr
 
-__all__ = ["FlowerRun", "build_apps", "require_flwr"]
+__all__ = ["require_flwr"]
