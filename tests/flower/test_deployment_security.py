@@ -87,13 +87,24 @@ def test_unregistered_supernode_refused(loopback, creds):
     d, link, node_ids = loopback
     rogue = d.start_supernode("supernode-unregistered", link, creds.unregistered_key,
                               {"partition-id": 99})
-    rc = rogue.wait_exit(timeout=90)
+    rc = rogue.wait_exit(timeout=45)
     assert rc != 0
     assert "Failed to activate SuperNode" in rogue.text()
     # The SuperLink refused exactly this key and never listed a node for it.
     pem = dep.public_key_pem(creds.unregistered_key).replace("\n", "\\n")
     refusal = [ln for ln in link.proc.text().splitlines() if "No SuperNode found" in ln]
     assert any(pem in ln for ln in refusal), refusal
+    assert sorted(d.list_nodes()) == sorted(node_ids)
+
+
+def test_supernode_without_key_refused(loopback):
+    """``--enable-supernode-auth`` stops key-less SuperNodes from registering themselves."""
+    d, link, node_ids = loopback
+    anon = d.start_supernode("supernode-no-key", link, None, {"partition-id": 98})
+    rc = anon.wait_exit(timeout=45)
+    assert rc != 0, anon.text()
+    assert "SuperNode ID" not in anon.text()
+    assert "All SuperNodes must be registered via the CLI" in anon.text()
     assert sorted(d.list_nodes()) == sorted(node_ids)
 
 
@@ -105,7 +116,7 @@ def test_supernode_with_wrong_ca_refused(loopback, creds, other_ca):
     # A registered key does not help a SuperNode that cannot verify the SuperLink.
     node = d.start_supernode("supernode-wrong-ca", link, creds.node_keys[0],
                              _node_config(0), root_ca=other_ca.ca, max_wait_s=10)
-    rc = node.wait_exit(timeout=90)
+    rc = node.wait_exit(timeout=45)
     assert rc != 0
     assert "CERTIFICATE_VERIFY_FAILED" in node.text() or "certificate verify failed" in node.text()
     assert "SuperNode ID" not in node.text()
@@ -137,7 +148,7 @@ def test_namespaces_tls_auth_run(tmp_path, creds):
                                   runtime_port=9095)
         for node in nodes:
             node.wait_for(r"SuperNode ID: \d+", timeout=60)
-        assert rogue.wait_exit(timeout=90) != 0
+        assert rogue.wait_exit(timeout=45) != 0
         assert "Failed to activate SuperNode" in rogue.text()
         report = tmp_path / "report.json"
         d.run_app(APP_DIR, {"out-file": str(report), "min-nodes": NODES}, timeout=150)
