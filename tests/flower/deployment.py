@@ -31,6 +31,7 @@ What Flower 1.42 needs, as read from its installed source and ``--help``:
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -38,7 +39,6 @@ import re
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -74,6 +74,9 @@ def missing_prerequisites() -> str | None:
     """Why the deployment tests cannot run here, or ``None``."""
     if importlib.util.find_spec("flwr") is None:
         return "flwr is not installed (pip install -e '.[flower]')"
+    version = importlib.metadata.version("flwr")
+    if tuple(int(x) for x in re.findall(r"\d+", version)[:2]) < (1, 42):
+        return f"flwr {version} is older than 1.42 (one HTTPS port, CLI-registered node keys)"
     for tool in ("openssl", "bash"):
         if shutil.which(tool) is None:
             return f"`{tool}` not found on PATH (Debian package: {tool})"

@@ -13,9 +13,8 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 import deployment as dep  # tests/flower/deployment.py
+import pytest
 
 pytestmark = pytest.mark.deployment
 
