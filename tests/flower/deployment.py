@@ -41,6 +41,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -501,14 +502,27 @@ class Deployment:
         return "\n".join(parts)
 
     def __enter__(self) -> Deployment:
+        # A SIGTERM (e.g. a CI timeout) would end pytest without unwinding this context,
+        # leaving the new-session Flower processes behind: turn it into an exception.
+        self._old_term = None
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(
+            signal.SIGTERM
+        ) in (signal.SIG_DFL, None):
+            self._old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self.stop_all()
         finally:
+            if self._old_term is not None:
+                signal.signal(signal.SIGTERM, self._old_term)
             if exc_type is not None:
                 print(self.dump_logs(), file=sys.stderr)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def node_config_arg(config: Mapping[str, object]) -> str:
