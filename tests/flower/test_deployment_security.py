@@ -121,6 +121,23 @@ def test_supernode_with_wrong_ca_refused(loopback, creds, other_ca):
     assert "SuperNode ID" not in node.text()
 
 
+def test_unregister_revokes_supernode(loopback, creds):
+    """``flwr supernode unregister`` ends a connected SuperNode and bars its key.
+
+    Runs last among the loopback tests: it takes SuperNode 0 out of the shared fixture.
+    """
+    d, link, node_ids = loopback
+    node = next(p for p in d.procs if p.name == "supernode-0")
+    assert node.alive()
+    d.flwr("supernode", "unregister", str(node_ids[0]), d.connection)
+    node.wait_exit(timeout=45)
+    assert d.list_nodes()[node_ids[0]] == "unregistered"
+    again = d.start_supernode("supernode-0-again", link, creds.node_keys[0], _node_config(0))
+    assert again.wait_exit(timeout=45) != 0
+    assert "Failed to activate SuperNode" in again.text()
+    assert "SuperNode ID" not in again.text()
+
+
 def test_namespaces_tls_auth_run(tmp_path, creds):
     """SuperLink and SuperNodes in separate network namespaces, reached at 10.231.7.1."""
     reason = dep.netns_unavailable()
