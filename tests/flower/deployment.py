@@ -501,6 +501,19 @@ class Deployment:
             parts.append(f"----- {log.name} -----\n" + "\n".join(tail))
         return "\n".join(parts)
 
+    @contextmanager
+    def reporting(self) -> Iterator[Deployment]:
+        """Print where the logs are, and their tails, if the body raises.
+
+        Wrap a test body in it when the deployment comes from a fixture: pytest does
+        not pass a test's exception on to its fixtures.
+        """
+        try:
+            yield self
+        except BaseException:
+            print(self.dump_logs(), file=sys.stderr)
+            raise
+
     def __enter__(self) -> Deployment:
         # A SIGTERM (e.g. a CI timeout) would end pytest without unwinding this context,
         # leaving the new-session Flower processes behind: turn it into an exception.

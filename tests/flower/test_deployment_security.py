@@ -71,54 +71,58 @@ def loopback(tmp_path_factory, creds):
 
 def test_loopback_tls_auth_run(loopback, tmp_path):
     d, link, node_ids = loopback
-    assert link.proc.alive()
-    assert d.list_nodes() == dict.fromkeys(node_ids, "online")
-    report = tmp_path / "report.json"
-    run = d.run_app(APP_DIR, {"out-file": str(report), "min-nodes": NODES}, timeout=150)
-    assert run["status"] == "finished:completed"
-    _check_report(report, node_ids)
-    log = link.proc.text()
-    assert "Uvicorn running on https://127.0.0.1:" in log  # TLS on, not plain HTTP
-    assert re.search(r"POST /v1/fleet/activate-node HTTP/1\.1\" 200", log)
+    with d.reporting():
+        assert link.proc.alive()
+        assert d.list_nodes() == dict.fromkeys(node_ids, "online")
+        report = tmp_path / "report.json"
+        run = d.run_app(APP_DIR, {"out-file": str(report), "min-nodes": NODES}, timeout=150)
+        assert run["status"] == "finished:completed"
+        _check_report(report, node_ids)
+        log = link.proc.text()
+        assert "Uvicorn running on https://127.0.0.1:" in log  # TLS on, not plain HTTP
+        assert re.search(r"POST /v1/fleet/activate-node HTTP/1\.1\" 200", log)
 
 
 def test_unregistered_supernode_refused(loopback, creds):
     d, link, node_ids = loopback
-    rogue = d.start_supernode("supernode-unregistered", link, creds.unregistered_key,
-                              {"partition-id": 99})
-    rc = rogue.wait_exit(timeout=45)
-    assert rc != 0
-    assert "Failed to activate SuperNode" in rogue.text()
-    # The SuperLink refused exactly this key and never listed a node for it.
-    pem = dep.public_key_pem(creds.unregistered_key).replace("\n", "\\n")
-    refusal = [ln for ln in link.proc.text().splitlines() if "No SuperNode found" in ln]
-    assert any(pem in ln for ln in refusal), refusal
-    assert sorted(d.list_nodes()) == sorted(node_ids)
+    with d.reporting():
+        rogue = d.start_supernode("supernode-unregistered", link, creds.unregistered_key,
+                                  {"partition-id": 99})
+        rc = rogue.wait_exit(timeout=45)
+        assert rc != 0
+        assert "Failed to activate SuperNode" in rogue.text()
+        # The SuperLink refused exactly this key and never listed a node for it.
+        pem = dep.public_key_pem(creds.unregistered_key).replace("\n", "\\n")
+        refusal = [ln for ln in link.proc.text().splitlines() if "No SuperNode found" in ln]
+        assert any(pem in ln for ln in refusal), refusal
+        assert sorted(d.list_nodes()) == sorted(node_ids)
 
 
 def test_supernode_without_key_refused(loopback):
     """``--enable-supernode-auth`` stops key-less SuperNodes from registering themselves."""
     d, link, node_ids = loopback
-    anon = d.start_supernode("supernode-no-key", link, None, {"partition-id": 98})
-    rc = anon.wait_exit(timeout=45)
-    assert rc != 0, anon.text()
-    assert "SuperNode ID" not in anon.text()
-    assert "All SuperNodes must be registered via the CLI" in anon.text()
-    assert sorted(d.list_nodes()) == sorted(node_ids)
+    with d.reporting():
+        anon = d.start_supernode("supernode-no-key", link, None, {"partition-id": 98})
+        rc = anon.wait_exit(timeout=45)
+        assert rc != 0, anon.text()
+        assert "SuperNode ID" not in anon.text()
+        assert "All SuperNodes must be registered via the CLI" in anon.text()
+        assert sorted(d.list_nodes()) == sorted(node_ids)
 
 
 def test_supernode_with_wrong_ca_refused(loopback, creds, other_ca):
     d, link, _ = loopback
-    host, port = link.address.rsplit(":", 1)
-    assert dep.https_health(host, int(port), creds.ca) is None
-    assert "CERTIFICATE_VERIFY_FAILED" in (dep.https_health(host, int(port), other_ca.ca) or "")
-    # A registered key does not help a SuperNode that cannot verify the SuperLink.
-    node = d.start_supernode("supernode-wrong-ca", link, creds.node_keys[0],
-                             _node_config(0), root_ca=other_ca.ca, max_wait_s=10)
-    rc = node.wait_exit(timeout=45)
-    assert rc != 0
-    assert "CERTIFICATE_VERIFY_FAILED" in node.text() or "certificate verify failed" in node.text()
-    assert "SuperNode ID" not in node.text()
+    with d.reporting():
+        host, port = link.address.rsplit(":", 1)
+        assert dep.https_health(host, int(port), creds.ca) is None
+        assert "CERTIFICATE_VERIFY_FAILED" in (dep.https_health(host, int(port), other_ca.ca) or "")
+        # A registered key does not help a SuperNode that cannot verify the SuperLink.
+        node = d.start_supernode("supernode-wrong-ca", link, creds.node_keys[0],
+                                 _node_config(0), root_ca=other_ca.ca, max_wait_s=10)
+        rc = node.wait_exit(timeout=45)
+        assert rc != 0
+        assert "certificate verify failed" in node.text().lower().replace("_", " ")
+        assert "SuperNode ID" not in node.text()
 
 
 def test_unregister_revokes_supernode(loopback, creds):
@@ -127,15 +131,16 @@ def test_unregister_revokes_supernode(loopback, creds):
     Runs last among the loopback tests: it takes SuperNode 0 out of the shared fixture.
     """
     d, link, node_ids = loopback
-    node = next(p for p in d.procs if p.name == "supernode-0")
-    assert node.alive()
-    d.flwr("supernode", "unregister", str(node_ids[0]), d.connection)
-    node.wait_exit(timeout=45)
-    assert d.list_nodes()[node_ids[0]] == "unregistered"
-    again = d.start_supernode("supernode-0-again", link, creds.node_keys[0], _node_config(0))
-    assert again.wait_exit(timeout=45) != 0
-    assert "Failed to activate SuperNode" in again.text()
-    assert "SuperNode ID" not in again.text()
+    with d.reporting():
+        node = next(p for p in d.procs if p.name == "supernode-0")
+        assert node.alive()
+        d.flwr("supernode", "unregister", str(node_ids[0]), d.connection)
+        node.wait_exit(timeout=45)
+        assert d.list_nodes()[node_ids[0]] == "unregistered"
+        again = d.start_supernode("supernode-0-again", link, creds.node_keys[0], _node_config(0))
+        assert again.wait_exit(timeout=45) != 0
+        assert "Failed to activate SuperNode" in again.text()
+        assert "SuperNode ID" not in again.text()
 
 
 def test_namespaces_tls_auth_run(tmp_path, creds):
