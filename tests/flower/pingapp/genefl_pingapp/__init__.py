@@ -1,0 +1,1 @@
+"""Minimal ServerApp/ClientApp for the genefl deployment tests."""
