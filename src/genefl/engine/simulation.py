@@ -273,20 +273,12 @@ def run_simulation(
     resume: bool = False,
     transport: Transport | None = None,
 ) -> dict[str, Any]:
-    """Run the known phase then the agnostic phase; return the results dict.
+    """Run the known phase then the agnostic phase in-process; return the results dict
+    (keys: :func:`~genefl.engine.server.run_federation`).
 
-    With ``checkpoint``, the run state is written there atomically every
-    ``config.checkpoint_every`` rounds and at the end of each phase; with ``resume`` the
-    run continues from that file (which must come from the same configuration) and ends
-    with the same results as an uninterrupted run. ``transport`` replaces the channel that
-    carries uploads to the server (fault-injection experiments).
-
-    Keys (accuracies are fractions in [0, 1], bytes are float32 wire bytes):
-    ``known_accuracy`` (every known client's own model at the end of the known phase),
-    ``known_accuracy_last10``, ``agnostic_accuracy_round0``, ``agnostic_accuracy_last10``,
-    ``upload_bytes`` / ``download_bytes`` (known phase, the paper's *Comm*),
-    ``full_model_upload_bytes``, ``learngene_bytes`` (mean cluster learnGene),
-    ``init_bytes`` (mean per new client), the ``*_agnostic`` counters, ``wall_seconds``.
+    ``checkpoint`` and ``resume`` as in :func:`~genefl.engine.server.run_federation`;
+    ``transport`` replaces the channel that carries uploads to the server
+    (fault-injection experiments).
     """
     t0 = time.perf_counter()
     sim = prepare_simulation(config, params, callbacks, dataset, checkpoint, resume, transport)
