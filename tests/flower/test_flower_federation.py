@@ -224,3 +224,15 @@ def test_a_node_that_comes_back_without_state_restarts_its_client(tmp_path):
     packages = [int(m.content["config"]["round"]) for m in grid.sent
                 if "package" in m.content and int(m.content["config"]["client-id"]) == 4]
     assert packages == [2, 3]
+
+
+def test_a_state_dir_keeps_runs_apart(tmp_path, in_process):
+    """Nodes whose state-dir holds another run's versions (another seed, another output
+    directory) start this run's clients afresh: the run equals the in-process one."""
+    state = tmp_path / "state"
+    other = run_config_values({**RUN, "seed": 1, "output_dir": str(tmp_path / "other")})
+    run_server(_grid(other, state_dir=state), other)
+    run_config = _run_config(tmp_path)
+    results = run_server(_grid(run_config, state_dir=state), run_config)
+    _same(results, in_process)
+    assert len(list(state.glob("run-*"))) == 2

@@ -56,7 +56,8 @@ def _ctx(side: ClientSide, cluster: int, rnd: int, phase: str, instructions: dic
 
 
 def _store(side: ClientSide, context: Any) -> NodeStore:
-    return NodeStore(context.state, side.spec.state_dir, side.spec.client_id, side.device)
+    return NodeStore(context.state, side.spec.state_dir, side.spec.client_id, side.device,
+                     side.run_key)
 
 
 def make_client_app(defaults: Mapping[str, Any] | None = None) -> Any:

@@ -10,11 +10,16 @@ run again (the ServerApp resumed from a checkpoint taken before it) starts from 
 same state as the first time. With a ``state-dir`` in the node config the versions are
 files and survive a restart of the node; without, they live in Flower's per-run
 ``Context.state`` and a restarted node (or a new ``flwr run``) starts its client afresh.
+In a ``state-dir`` the files of one run live under ``run-<key>/``, the key a digest of
+the run's resolved configuration (output directory included): a resumed run (same run
+config) finds its versions, another run on the same node never reads them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -25,7 +30,7 @@ from typing import Any
 import torch
 
 from genefl.algorithms.base import Algorithm
-from genefl.config import RunConfig
+from genefl.config import RunConfig, resolved_dict
 from genefl.data.datasets import load_dataset, subsample_train
 from genefl.data.federation import Federation, build_federation
 from genefl.engine.rounds import ClientTensors
@@ -53,6 +58,8 @@ class ClientSide:
     fresh: Any
     algorithm: Algorithm
     device: torch.device
+    #: the run's key (:func:`run_key`): its versions' folder inside a ``state-dir``
+    run_key: str = ""
 
 
 #: per process: the last federation built, and the clients it hosts (a simulation
@@ -97,11 +104,19 @@ def load_client(spec: NodeSpec, config: RunConfig, params: Any) -> ClientSide:
     )
     algorithm = make_algorithm(config, params, layers)
     side = ClientSide(spec, config, data, model, layers, {la.name: la for la in layers},
-                      initial, fresh, algorithm, device)
+                      initial, fresh, algorithm, device, run_key(config, params))
     _SIDES[key] = side
     while len(_SIDES) > MAX_CACHED_CLIENTS:
         _SIDES.popitem(last=False)
     return side
+
+
+def run_key(config: RunConfig, params: Any) -> str:
+    """A short digest of the run's resolved configuration (the same for every node and
+    for a resumed run; different for another run).
+    """
+    text = json.dumps(resolved_dict(config, params), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _dump(value: Any) -> bytes:
@@ -117,13 +132,16 @@ def _load(blob: bytes, device: torch.device) -> dict[str, Any]:
 class NodeStore:
     """Versions of one client's ``(params, extras)`` by the round that produced them.
 
-    ``state`` is Flower's ``Context.state`` (used when ``folder`` is ``None``).
+    ``state`` is Flower's ``Context.state`` (used when ``folder`` is ``None``); in a
+    ``folder`` (a node's ``state-dir``) the versions are files under
+    ``run-<run_key>/client-<id>/``.
     """
 
     def __init__(self, state: Any, folder: str | None, client_id: int,
-                 device: torch.device) -> None:
+                 device: torch.device, run_key: str = "") -> None:
         self.state = state
-        self.folder = Path(folder) / f"client-{client_id}" if folder else None
+        self.folder = (Path(folder) / f"run-{run_key or 'default'}" / f"client-{client_id}"
+                       if folder else None)
         self.device = device
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
