@@ -248,6 +248,8 @@ class Deployment:
         self.cli_home = self.workdir / "homes" / "cli"
         #: network namespace the ``flwr`` CLI and health probes run in (None: this one)
         self.cli_netns: str | None = None
+        #: extra environment of every process started here (e.g. OMP_NUM_THREADS)
+        self.extra_env: dict[str, str] = {}
         self._cli_calls = 0
 
     # -- environment -------------------------------------------------------------------
@@ -259,6 +261,7 @@ class Deployment:
         env.update(OFFLINE_ENV)
         env["FLWR_HOME"] = str(home)
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
         # The SuperLink and SuperNodes start `flower-superexec` by name.
         env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
         return env
@@ -407,14 +410,43 @@ class Deployment:
 
         Raises :class:`DeploymentError` unless the status is ``finished:completed``.
         """
+        out = self.flwr(*self._run_args(app_dir, run_config), netns=netns, timeout=timeout)
+        return self._finished(self._run_id(out.stdout + out.stderr), netns)
+
+    def _run_args(self, app_dir: Path, run_config: Mapping[str, object] | None) -> list[str]:
         args = ["run", str(app_dir), self.connection, "--stream"]
         for key, value in (run_config or {}).items():
             args += ["--run-config", f"{key}={json.dumps(value)}"]
-        out = self.flwr(*args, netns=netns, timeout=timeout)
-        m = re.search(r"Successfully started run (\d+)", out.stdout + out.stderr)
+        return args
+
+    @staticmethod
+    def _run_id(text: str) -> int:
+        m = re.search(r"Successfully started run (\d+)", text)
         if not m:
-            raise DeploymentError(f"flwr run printed no run id:\n{out.stdout}\n{out.stderr}")
-        run_id = int(m.group(1))
+            raise DeploymentError(f"flwr run printed no run id:\n{text}")
+        return int(m.group(1))
+
+    def start_app(
+        self, app_dir: Path, run_config: Mapping[str, object] | None = None, *,
+        name: str = "flwr-run", netns: str | None = None,
+    ) -> Proc:
+        """Start ``flwr run APP --stream`` in the background; its log is the streamed
+        ServerApp log (wait on it with :meth:`Proc.wait_for`, end with :meth:`wait_app`).
+        """
+        cmd = [*(["ip", "netns", "exec", netns] if netns else []), self._exe("flwr"),
+               *self._run_args(app_dir, run_config)]
+        proc = self.start(name, cmd, home=self.cli_home)
+        return proc
+
+    def wait_app(self, proc: Proc, timeout: float, netns: str | None = None) -> dict:
+        """Wait for a :meth:`start_app` run to end; return its ``flwr ls`` entry.
+
+        Raises :class:`DeploymentError` unless the status is ``finished:completed``.
+        """
+        proc.wait_exit(timeout)
+        return self._finished(self._run_id(proc.text()), netns)
+
+    def _finished(self, run_id: int, netns: str | None) -> dict:
         deadline = time.monotonic() + 30
         while True:  # --stream returns when the logs are complete; the status follows
             ls = self.flwr(
@@ -458,6 +490,19 @@ class Deployment:
         if node_config:
             argv += ["--node-config", node_config_arg(node_config)]
         return self.start(name, argv, netns=netns, home=self.workdir / "homes" / name)
+
+    def kill(self, proc: Proc) -> None:
+        """SIGKILL ``proc`` and every process it started (a machine that dies: its
+        SuperExec and ClientApp processes go too), by PID; wait for ``proc`` to end.
+        """
+        desc = _descendants(proc.popen.pid)
+        try:
+            os.kill(proc.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for pid, start in desc:
+            _kill_if_same(pid, start, signal.SIGKILL)
+        proc.popen.wait(timeout=10)
 
     # -- teardown ----------------------------------------------------------------------
 
