@@ -1,12 +1,16 @@
 """genefl benchmarks: ratios measured side by side in one run (issue 5).
 
-``python benchmarks/run.py --quick`` (under 5 minutes on 2 CPU cores) prints a table and,
+``python benchmarks/run.py --quick`` (under 5 minutes on 2 CPU cores, plus about 2 for the
+Flower deployment when flwr and openssl are there) prints a table and,
 as its last line, one JSON object with ``engine_vs_bare``, ``genefl_vs_fedavg_round``,
 ``fisher_vs_epoch``, ``fisher_max_rel_err``, ``rss_10k_vs_100`` and
 ``flower_sim_vs_engine`` (null unless the ``flower`` extra is installed:
 ``pip install -e '.[flower]'``), plus ``batched_vs_sequential_round`` (no target: batched
-client training's round time over the sequential loop's). Without ``--quick`` it
-runs larger sizes and writes ``benchmarks/RESULTS.md`` with the machine and the figures.
+client training's round time over the sequential loop's) and ``flower_deploy_vs_engine``
+(no target: the same GENE-FL run as a loopback Flower deployment with TLS and SuperNode
+authentication, end to end, over the engine's time; null without flwr or openssl).
+Without ``--quick`` it runs larger sizes and writes ``benchmarks/RESULTS.md`` with the
+machine and the figures.
 """
 
 from __future__ import annotations
@@ -87,6 +91,8 @@ def main() -> None:
         "flower_sim_vs_engine": flo["flower_sim_vs_engine"] if flo is not None else None,
         # no target: whether --batched-clients pays off on this machine (< 1: faster)
         "batched_vs_sequential_round": bat["batched_vs_sequential_round"],
+        # no target: a real deployment (TLS, node auth, one process per message)
+        "flower_deploy_vs_engine": flo["flower_deploy_vs_engine"] if flo is not None else None,
     }
     rows = [
         ("engine_vs_bare", "engine samples/s / bare loop samples/s (FedAvg round)"),
@@ -137,6 +143,25 @@ def main() -> None:
             f"per client); byte counts equal: {flo['bytes_match']}, max |accuracy difference| "
             f"{flo['max_accuracy_diff']:.1g}"
         )
+        g = flo["genefl"]
+        if "deploy_s" in g:
+            b = g["bytes"]
+            lines.append(
+                f"flower deployment (loopback, TLS + SuperNode auth, {flo['clients']} + "
+                f"{flo['agnostic_clients']} SuperNodes, GENE-FL): end to end "
+                f"{g['deploy_s']:.1f} s (flwr run {g['deploy_run_s']:.1f} s, rounds only "
+                f"{g['deploy_rounds_s']:.2f} s) vs engine {g['engine_s']:.2f} s and simulation "
+                f"{g['flower_s']:.1f} s ({g['flower_rounds_s']:.2f} s rounds only); x"
+                f"{flo['flower_deploy_vs_engine']:.1f} end to end"
+            )
+            lines.append(
+                "flower bytes up/down (GENE-FL, both phases): " + ", ".join(
+                    f"{k} {v['up']}/{v['down']}" for k, v in b.items()
+                ) + f"; deployment equal to the engine: {g['deploy_bytes_match']}, max "
+                f"|accuracy difference| {g['deploy_max_accuracy_diff']:.1g}"
+            )
+        else:
+            lines.append(f"flower deployment: not measured ({flo['deployment']})")
     lines.append(
         f"batched clients (torch.func.vmap, --batched-clients): FedAvg round "
         f"{bat['batched_round_s']:.3f} s vs sequential {bat['sequential_round_s']:.3f} s, "
