@@ -3,8 +3,12 @@ network namespaces (Flower 1.42; harness in ``tests/flower/deployment.py``).
 
 Skipped, with the reason in pytest's summary, without flwr or openssl; the namespace
 test also without ``ip`` (Debian iproute2) or root/CAP_NET_ADMIN. Deselect all of them
-with ``-m "not deployment"``. The Flower app is a parameter (``APP_DIR``): the small
-``pingapp`` runs one weighted-average round and reports which nodes took part.
+with ``-m "not deployment"``. The loopback tests run the small ``pingapp`` (one
+weighted-average round that reports which nodes took part and the node config each
+had): they are about who may connect, and the real genefl app on loopback is
+``test_deployment_genefl.py``. The namespace test runs the real genefl app (a one-round
+GENE-FL federation of two known clients), so that the federation itself is checked
+across a network that is not loopback.
 """
 
 from __future__ import annotations
@@ -43,6 +47,18 @@ def other_ca(tmp_path_factory) -> dep.Credentials:
 
 def _node_config(i: int) -> dict[str, object]:
     return {"partition-id": i, "num-partitions": NODES, "data-dir": f"/srv/genefl data/{i}"}
+
+
+#: the genefl run of the namespace test: NODES known clients (one SuperNode each), one
+#: agnostic client that the run never needs (no agnostic round)
+GENEFL_RUN = {"known_clients": NODES, "agnostic_clients": 1, "clusters": 1,
+              "known_rounds": 1, "agnostic_rounds": 0, "clients_per_round": NODES,
+              "local_epochs": 1, "train_fraction": 0.2, "device": "cpu",
+              "round_timeout": 240.0, "node_wait": 120.0}
+
+
+def _genefl_node_config(i: int) -> dict[str, object]:
+    return {"client-id": i, "kind": "known", "dataset": "digits"}
 
 
 def _check_report(report_file: Path, node_ids: list[int]) -> None:
@@ -152,6 +168,7 @@ def test_namespaces_tls_auth_run(tmp_path, creds):
             dep.Deployment(tmp_path, creds) as d:
         admin_ns = topo.peer_ns[0]  # the flwr CLI runs from a SuperNode's namespace
         d.cli_netns = admin_ns
+        d.extra_env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
         link = d.start_superlink(bind_host=topo.link_ip, netns=topo.link_ns,
                                  probe_netns=admin_ns)
         assert link.address.startswith(f"{NETNS_LINK_IP}:")
@@ -160,7 +177,7 @@ def test_namespaces_tls_auth_run(tmp_path, creds):
         assert dep.https_health("127.0.0.1", port, creds.ca, netns=topo.link_ns) is not None
         node_ids = [d.register(key) for key in creds.node_keys]
         nodes = [
-            d.start_supernode(f"supernode-{i}", link, key, _node_config(i),
+            d.start_supernode(f"supernode-{i}", link, key, _genefl_node_config(i),
                               netns=topo.peer_ns[i], runtime_port=9094)
             for i, key in enumerate(creds.node_keys)
         ]
@@ -171,9 +188,19 @@ def test_namespaces_tls_auth_run(tmp_path, creds):
             node.wait_for(r"SuperNode ID: \d+", timeout=60)
         assert rogue.wait_exit(timeout=45) != 0
         assert "Failed to activate SuperNode" in rogue.text()
-        report = tmp_path / "report.json"
-        d.run_app(APP_DIR, {"out-file": str(report), "min-nodes": NODES}, timeout=150)
-        _check_report(report, node_ids)
+        from genefl.flower.deploy import write_app
+
+        out = tmp_path / "out"
+        app = write_app(tmp_path / "genefl-app", {**GENEFL_RUN, "output_dir": str(out)})
+        d.run_app(app, timeout=300)
+        results = json.loads((out / "results.json").read_text())
+        assert results["cluster_sizes"] == [NODES]
+        records = [json.loads(ln) for ln in (out / "clients.jsonl").read_text().splitlines()]
+        assert sorted(r["client_id"] for r in records) == list(range(NODES))
+        assert all(r["upload_bytes"] > 0 and not r["dropped"] for r in records)
+        events = [json.loads(ln) for ln in (out / "nodes.jsonl").read_text().splitlines()]
+        assert sorted(int(e["node"]) for e in events if e["event"] == "node-joined") == \
+            sorted(node_ids)
         log = link.proc.text()
         assert f"Uvicorn running on https://{NETNS_LINK_IP}:" in log
         peers = set(re.findall(r"(10\.231\.7\.\d+):\d+ - \"POST /v1/fleet/activate-node", log))
