@@ -209,7 +209,11 @@ def test_deployment_matches_genefl_run(loopback, app_dir, reference, tmp_path):
 def test_killed_supernode_is_a_dropout(loopback, app_dir, tmp_path):
     d, link, nodes, node_ids = loopback
     with d.reporting():
-        assert len(nodes) == KNOWN + AGNOSTIC, "runs after test_deployment_matches_genefl_run"
+        for cid in range(KNOWN, KNOWN + AGNOSTIC):  # connected before the run starts
+            if cid not in nodes:
+                nodes[cid] = d.start_supernode(f"supernode-{cid}", link,
+                                               d.creds.node_keys[cid], _node_config(cid))
+                nodes[cid].wait_for(r"SuperNode ID: \d+", timeout=60)
         out = tmp_path / "out"
         timeout = 60
         victim = sample_participants(PROTOCOL["seed"], "known", 1, list(range(KNOWN)),
