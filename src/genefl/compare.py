@@ -63,7 +63,27 @@ def plan_runs(
                 "method": method, "seed": seed, "output_dir": str(out / method / f"seed{seed}"),
             }
             runs.append(resolve(values, overrides, source))
+    check_methods_fit_model(runs)
     return runs
+
+
+def check_methods_fit_model(runs: Sequence[tuple[RunConfig, Any]]) -> None:
+    """Build each method's algorithm on the run's model (CPU, no data) so that an option
+    the model cannot honour (e.g. ``--partial-convs`` above its convolutions) is reported
+    before any run starts, not when that method's turn comes.
+    """
+    import torch
+
+    from genefl.data.datasets import dataset_shape
+    from genefl.engine.simulation import make_algorithm, model_parts
+
+    layers_of: dict[tuple[str, str], Any] = {}
+    for config, params in runs:
+        key = (config.model, config.dataset)
+        if key not in layers_of:
+            shape, classes = dataset_shape(config.dataset)
+            layers_of[key] = model_parts(config, shape, classes, torch.device("cpu"))[1]
+        make_algorithm(config, params, layers_of[key])
 
 
 def _finished(run_dir: Path, resolved: dict[str, Any]) -> dict[str, Any] | None:

@@ -93,6 +93,8 @@ def test_compare_refuses_a_run_folder_of_another_configuration(tmp_path: Path, c
         (["--fedlp-keep-prob", "0"], "--fedlp-keep-prob must be in (0, 1]"),
         (["--fedlps-prune-ratio", "1"], "--fedlps-prune-ratio must be in [0, 1)"),
         (["--train-fraction", "1.5"], "--train-fraction must be in (0, 1]"),
+        (["--methods", "fedavg,parfed", "--partial-convs", "9"],
+         "--partial-convs must be at most the model's 4 main-path convolutions"),
     ],
 )
 def test_compare_rejects_bad_values_before_work(tmp_path: Path, capsys, args, needle) -> None:
