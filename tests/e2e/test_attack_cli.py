@@ -46,9 +46,10 @@ def test_attack_writes_table_csv_json_and_grid(tmp_path: Path, capsys) -> None:
         assert row["images"] == "2"
         assert float(row["psnr_min"]) <= float(row["psnr_mean"]) <= float(row["psnr_max"])
         assert 0.0 <= float(row["label_recovery"]) <= 1.0
-    # FedAvg shares every layer; ParFed keeps its last four convolutions local
+    # FedAvg shares every layer; ParFed keeps the last c = max(1, round(4 * 4 / 17)) = 1
+    # of the CNN's 4 convolutions local
     assert float(by["fedavg"]["shared_layers"]) == float(by["fedavg"]["num_layers"]) == 10
-    assert float(by["parfed"]["shared_layers"]) == 6
+    assert float(by["parfed"]["shared_layers"]) == 9
     assert float(by["fedavg"]["shared_bytes"]) > float(by["genefl"]["shared_bytes"]) > 0
     assert by["fedavg"]["shared_bytes"] == by["fedavg-dp"]["shared_bytes"]
     details = json.loads((out / "attack.json").read_text())
