@@ -1,5 +1,5 @@
-"""Command-line interface: ``genefl run``, ``compare``, ``attack``, ``methods`` and
-``flower init``.
+"""Command-line interface: ``genefl run``, ``compare``, ``attack``, ``methods``, ``models``
+and ``flower init``.
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(attack, with_method=False)
     sub.add_parser("methods", help="list the registered methods")
+    sub.add_parser("models", help="list the registered models (--model)")
     flower = sub.add_parser("flower", help="run genefl as a Flower federation (needs the "
                             "flower extra)")
     flower_sub = flower.add_subparsers(dest="flower_command", required=True,
@@ -481,6 +482,15 @@ def cmd_methods() -> int:
     return 0
 
 
+def cmd_models() -> int:
+    """Print each registered model with the first line of its builder's docstring."""
+    from genefl.models.registry import model_description, model_names
+
+    for name in model_names():
+        print(f"{name:10s} {model_description(name)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``genefl`` console script."""
     parser = build_parser()
@@ -488,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "methods":
             return cmd_methods()
+        if args.command == "models":
+            return cmd_models()
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "attack":

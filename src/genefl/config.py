@@ -22,7 +22,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DATASET_NAMES = ("digits", "fashion-mnist", "cifar10", "cifar100", "svhn")
-MODEL_NAMES = ("cnn", "resnet18")
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class RunConfig:
         0.1, "share of each client's training part held out for validation",
         minimum=0, maximum=0.5,
     )
-    model: str = option("cnn", "network", choices=MODEL_NAMES)
+    model: str = option("cnn", "network: a registered model (see `genefl models`)")
     known_clients: int = option(20, "known clients N", minimum=1)
     agnostic_clients: int = option(20, "agnostic clients M", minimum=1)
     clusters: int = option(4, "clusters K (1 = no clustering)", minimum=1)
@@ -96,7 +95,10 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
+        from genefl.models.registry import get_model_builder
+
         check_rules(self)
+        get_model_builder(self.model)  # an unknown name lists the registered ones
         if self.clients_per_round > self.known_clients:
             raise ConfigError(
                 f"--clients-per-round ({self.clients_per_round}) must be <= --known-clients "
