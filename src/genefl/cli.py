@@ -226,7 +226,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     values.pop("methods", None)
     config, params = resolve(values, {}, source=_source(args))
     resolve_device(config.device)
-    dataset = load_dataset(config.dataset, config.data_dir)  # missing/corrupt files fail here
+    dataset = load_dataset(
+        config.dataset, config.data_dir, config.image_size, config.cache_dir
+    )  # missing/corrupt files fail here
     validate_protocol(config, dataset)  # N, M, s against the data, before any file is written
     resume = False
     if args.resume:
@@ -289,7 +291,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     plan = plan_runs(values, methods, repeats, out, _source(args))
     config = plan[0][0]
     resolve_device(config.device)
-    dataset = load_dataset(config.dataset, config.data_dir)  # missing/corrupt files fail here
+    dataset = load_dataset(
+        config.dataset, config.data_dir, config.image_size, config.cache_dir
+    )  # missing/corrupt files fail here
     validate_protocol(config, dataset)
     if (out / "compare.csv").exists() and not args.overwrite:
         print(f"note: {out}/compare.csv exists; finished runs with the same configuration "
@@ -397,7 +401,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     plan = dict(zip(bases, plan_runs(values, bases, 1, out, _source(args))))
     config = next(iter(plan.values()))[0]
     resolve_device(config.device)
-    dataset = load_dataset(config.dataset, config.data_dir)  # missing/corrupt files fail here
+    dataset = load_dataset(
+        config.dataset, config.data_dir, config.image_size, config.cache_dir
+    )  # missing/corrupt files fail here
     validate_protocol(config, dataset)
     num_classes = dataset.num_classes // 2 + dataset.num_classes % 2
     if options.batch > num_classes:
