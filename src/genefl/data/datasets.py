@@ -613,7 +613,7 @@ def check_dataset_files(name: str, data_dir: PathArg = None) -> None:
     if key == "imagefolder":
         own.list_folder(data_dir)
     elif key == "npz":
-        own._npz_path(data_dir)
+        own.npz_path(data_dir)
     elif key == "fashion-mnist":
         _fmnist_paths(data_dir)
     elif key in _CIFAR:

@@ -307,7 +307,8 @@ def imagefolder_shape(
 # --------------------------------------------------------------------------- npz
 
 
-def _npz_path(data_dir: PathArg) -> Path:
+def npz_path(data_dir: PathArg) -> Path:
+    """The .npz file named by ``data_dir`` or a DataError saying what is expected."""
     if data_dir is None:
         raise DataError(
             "--dataset npz needs --data-dir FILE.npz: one file with the arrays "
@@ -424,7 +425,7 @@ def _num_classes(y_train: np.ndarray, y_test: np.ndarray, path: Path) -> int:
 
 def load_npz(data_dir: PathArg) -> ImageDataset:
     """Load the four arrays of an .npz file (see the module docstring)."""
-    path = _npz_path(data_dir)
+    path = npz_path(data_dir)
     arrays = _read_npz(path, NPZ_KEYS)
     splits = []
     for split in SPLITS:
@@ -452,7 +453,7 @@ def _npy_header(zf: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtyp
 
 def npz_shape(data_dir: PathArg) -> tuple[tuple[int, int, int], int]:
     """``((C, H, W), num_classes)`` from ``x_train``'s header and the labels."""
-    path = _npz_path(data_dir)
+    path = npz_path(data_dir)
     labels = _read_npz(path, ("y_train", "y_test"))
     try:
         with zipfile.ZipFile(path) as zf:
