@@ -1,5 +1,5 @@
-"""Command-line interface: ``genefl run``, ``compare``, ``attack``, ``methods`` and
-``flower init``.
+"""Command-line interface: ``genefl run``, ``compare``, ``attack``, ``methods``, ``models``
+and ``flower init``.
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(attack, with_method=False)
     sub.add_parser("methods", help="list the registered methods")
+    sub.add_parser("models", help="list the registered models (--model)")
     flower = sub.add_parser("flower", help="run genefl as a Flower federation (needs the "
                             "flower extra)")
     flower_sub = flower.add_subparsers(dest="flower_command", required=True,
@@ -225,7 +226,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     values.pop("methods", None)
     config, params = resolve(values, {}, source=_source(args))
     resolve_device(config.device)
-    dataset = load_dataset(config.dataset, config.data_dir)  # missing/corrupt files fail here
+    dataset = load_dataset(
+        config.dataset, config.data_dir, config.image_size, config.cache_dir
+    )  # missing/corrupt files fail here
     validate_protocol(config, dataset)  # N, M, s against the data, before any file is written
     resume = False
     if args.resume:
@@ -288,7 +291,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     plan = plan_runs(values, methods, repeats, out, _source(args))
     config = plan[0][0]
     resolve_device(config.device)
-    dataset = load_dataset(config.dataset, config.data_dir)  # missing/corrupt files fail here
+    dataset = load_dataset(
+        config.dataset, config.data_dir, config.image_size, config.cache_dir
+    )  # missing/corrupt files fail here
     validate_protocol(config, dataset)
     if (out / "compare.csv").exists() and not args.overwrite:
         print(f"note: {out}/compare.csv exists; finished runs with the same configuration "
@@ -396,7 +401,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     plan = dict(zip(bases, plan_runs(values, bases, 1, out, _source(args))))
     config = next(iter(plan.values()))[0]
     resolve_device(config.device)
-    dataset = load_dataset(config.dataset, config.data_dir)  # missing/corrupt files fail here
+    dataset = load_dataset(
+        config.dataset, config.data_dir, config.image_size, config.cache_dir
+    )  # missing/corrupt files fail here
     validate_protocol(config, dataset)
     num_classes = dataset.num_classes // 2 + dataset.num_classes % 2
     if options.batch > num_classes:
@@ -481,6 +488,15 @@ def cmd_methods() -> int:
     return 0
 
 
+def cmd_models() -> int:
+    """Print each registered model with the first line of its builder's docstring."""
+    from genefl.models.registry import model_description, model_names
+
+    for name in model_names():
+        print(f"{name:10s} {model_description(name)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``genefl`` console script."""
     parser = build_parser()
@@ -488,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "methods":
             return cmd_methods()
+        if args.command == "models":
+            return cmd_models()
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "attack":

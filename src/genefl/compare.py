@@ -19,10 +19,10 @@ from typing import Any
 from genefl.algorithms.registry import algorithm_names
 from genefl.callbacks import ClientLog, ProgressBar, ResultsJSON, RoundsCSV
 from genefl.callbacks.progress import say
-from genefl.callbacks.writers import json_safe
 from genefl.config import RunConfig, dump_toml, resolve, resolved_dict
 from genefl.data.datasets import ImageDataset
 from genefl.engine.checkpoint import CHECKPOINT_FILE
+from genefl.engine.server import config_differences
 from genefl.engine.simulation import run_simulation
 from genefl.errors import ConfigError
 from genefl.report.compare import Runs, summarise, write_compare_csv, write_tables
@@ -81,7 +81,7 @@ def check_methods_fit_model(runs: Sequence[tuple[RunConfig, Any]]) -> None:
     for config, params in runs:
         key = (config.model, config.dataset)
         if key not in layers_of:
-            shape, classes = dataset_shape(config.dataset)
+            shape, classes = dataset_shape(config.dataset, config.data_dir, config.image_size)
             layers_of[key] = model_parts(config, shape, classes, torch.device("cpu"))[1]
         make_algorithm(config, params, layers_of[key])
 
@@ -95,7 +95,7 @@ def _finished(run_dir: Path, resolved: dict[str, Any]) -> dict[str, Any] | None:
         stored = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if stored.get("run", {}).get("config") != json_safe(resolved):
+    if config_differences(stored.get("run", {}).get("config") or {}, resolved):
         raise ConfigError(
             f"{run_dir} holds results of a different configuration; choose another "
             "--output-dir or pass --overwrite to rerun it"

@@ -21,8 +21,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DATASET_NAMES = ("digits", "fashion-mnist", "cifar10", "cifar100", "svhn")
-MODEL_NAMES = ("cnn", "resnet18")
+DATASET_NAMES = (
+    "digits", "fashion-mnist", "cifar10", "cifar100", "svhn", "imagefolder", "npz",
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,18 @@ class RunConfig:
     method: str = option("genefl", "federated algorithm (see `genefl methods`)")
     dataset: str = option("digits", "data set", choices=DATASET_NAMES)
     data_dir: str | None = option(
-        None, "folder with the data set files (torchvision layout); not needed for digits"
+        None, "folder with the data set files (torchvision layout; for imagefolder "
+        "DIR/train/<class>/*, DIR/test/<class>/*), or the .npz file for npz; not needed for "
+        "digits"
+    )
+    image_size: int | None = option(
+        None, "imagefolder: resize every image to N x N (default: the first training "
+        "image's size)", minimum=1, maximum=4096,
+    )
+    cache_dir: str | None = option(
+        None, "imagefolder: also keep the decoded images in this folder (.npz keyed by the "
+        "files, sizes, times and image size), reused while nothing changes (default: memory "
+        "only)"
     )
     train_fraction: float = option(
         1.0, "share of the training split used (stratified per class, seeded); < 1 for "
@@ -48,7 +60,7 @@ class RunConfig:
         0.1, "share of each client's training part held out for validation",
         minimum=0, maximum=0.5,
     )
-    model: str = option("cnn", "network", choices=MODEL_NAMES)
+    model: str = option("cnn", "network: a registered model (see `genefl models`)")
     known_clients: int = option(20, "known clients N", minimum=1)
     agnostic_clients: int = option(20, "agnostic clients M", minimum=1)
     clusters: int = option(4, "clusters K (1 = no clustering)", minimum=1)
@@ -96,7 +108,16 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
+        from genefl.models.registry import get_model_builder
+
         check_rules(self)
+        get_model_builder(self.model)  # an unknown name lists the registered ones
+        for name in ("image_size", "cache_dir"):
+            if getattr(self, name) is not None and self.dataset != "imagefolder":
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} applies to --dataset imagefolder only "
+                    f"(the data set is {self.dataset})"
+                )
         if self.clients_per_round > self.known_clients:
             raise ConfigError(
                 f"--clients-per-round ({self.clients_per_round}) must be <= --known-clients "

@@ -9,14 +9,16 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 from conftest import make_dataset
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_datasets import _write_cifar10, _write_fmnist, _write_svhn
+from test_own import write_folder, write_npz
 
 from genefl.algorithms.registry import algorithm_names, get_algorithm_class
 from genefl.config import RunConfig, resolve
-from genefl.data.datasets import ImageDataset, load_dataset
+from genefl.data.datasets import ImageDataset, dataset_shape, load_dataset
 from genefl.engine.simulation import validate_protocol
 from genefl.errors import ConfigError, DataError
 
@@ -147,3 +149,66 @@ def test_corrupted_cifar10_files_fail_cleanly(which, corruption) -> None:
 @given(which=st.integers(0, 1), corruption=CORRUPTION)
 def test_corrupted_svhn_files_fail_cleanly(which, corruption) -> None:
     _fuzz_files("svhn", lambda r: _write_svhn(r), which, corruption)
+
+
+@settings(max_examples=40, deadline=None)
+@given(which=st.integers(0, 10**4), corruption=CORRUPTION)
+def test_corrupted_imagefolder_files_fail_cleanly(which, corruption) -> None:
+    _fuzz_files("imagefolder", lambda r: write_folder(r, n_train=2, n_test=1), which, corruption)
+
+
+@settings(max_examples=40, deadline=None)
+@given(layout=st.sampled_from(["NCHW", "NHWC", "NHW"]), corruption=CORRUPTION)
+def test_corrupted_npz_file_fails_cleanly(layout, corruption) -> None:
+    root = Path(tempfile.mkdtemp())
+    try:
+        path = write_npz(root / "d.npz", layout)
+        path.write_bytes(_corrupt(path.read_bytes(), *corruption))
+        _check_load("npz", path)
+        try:
+            dataset_shape("npz", path)
+        except DataError as exc:
+            assert str(exc)
+    finally:
+        shutil.rmtree(root)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    tail=st.one_of(
+        st.sampled_from([(2, 2), (1, 2, 2), (3, 2, 2), (2, 2, 3), (2, 2, 1), (3, 2, 3)]),
+        st.lists(st.sampled_from([0, 1, 2, 3, 4]), max_size=4).map(tuple),
+    ),
+    match=st.sampled_from([True, True, False]),
+    dtype=st.sampled_from(["uint8", "float32", "uint8", "float64", "int16", "bool"]),
+    scale=st.sampled_from([1.0, 1.0, 255.0, -1.0, float("nan")]),
+    y=st.one_of(st.integers(1, 3).map(lambda k: [*range(k), 0]),
+                st.lists(st.integers(-1, 3), max_size=6)),
+    same_test=st.booleans(),
+)
+def test_generated_npz_arrays_load_or_fail_cleanly(tail, match, dtype, scale, y,
+                                                   same_test) -> None:
+    """Arrays of any shape, dtype, range and labels: a valid data set or one DataError."""
+    rng = np.random.default_rng(0)
+    x_shape = ((len(y) if match else 2),) + tail
+    with np.errstate(invalid="ignore"):
+        x = (rng.random(x_shape) * scale).astype(dtype) if dtype != "bool" else (
+            rng.random(x_shape) > 0.5)
+    y_train = np.asarray(y, dtype=np.int64)
+    arrays = {"x_train": x, "y_train": y_train, "x_test": x,
+              "y_test": y_train if same_test else np.zeros_like(y_train)}
+    root = Path(tempfile.mkdtemp())
+    try:
+        np.savez(root / "d.npz", **arrays)
+        try:
+            ds = load_dataset("npz", root / "d.npz")
+        except DataError as exc:
+            assert str(root / "d.npz") in str(exc)
+            event("DataError")
+            return
+        event("loaded")
+        assert ds.train_images.dtype == np.uint8 and ds.train_images.shape[1] in (1, 3)
+        assert dataset_shape("npz", root / "d.npz") == (ds.image_shape, ds.num_classes)
+        assert set(np.unique(ds.train_labels)) == set(range(ds.num_classes))
+    finally:
+        shutil.rmtree(root)

@@ -83,6 +83,23 @@ def test_compare_refuses_a_run_folder_of_another_configuration(tmp_path: Path, c
     assert main([*args, "--lr", "0.05", "--overwrite"]) == 0
 
 
+def test_finished_run_without_options_added_later_is_reused(tmp_path: Path) -> None:
+    """A run recorded before --image-size/--cache-dir existed (both unset) still matches."""
+    from genefl.callbacks.writers import json_safe
+    from genefl.compare import _finished
+    from genefl.config import resolve, resolved_dict
+    from genefl.errors import ConfigError
+
+    resolved = resolved_dict(*resolve({}, {}))
+    stored = {k: v for k, v in resolved.items() if k not in ("image_size", "cache_dir")}
+    (tmp_path / "results.json").write_text(json.dumps({"run": {"config": json_safe(stored)}}))
+    assert _finished(tmp_path, resolved) is not None
+    (tmp_path / "results.json").write_text(
+        json.dumps({"run": {"config": json_safe({**stored, "lr": 0.5})}}))
+    with pytest.raises(ConfigError, match="different configuration"):
+        _finished(tmp_path, resolved)
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from genefl.errors import ConfigError
-from genefl.models import MODELS, build_model, list_layers
+from genefl.models import build_model, list_layers, model_names
 from genefl.models.cnn import SmallCNN
 from genefl.models.init import reset_parameters
 from genefl.models.resnet import ResNet18
@@ -126,6 +126,6 @@ def test_reset_parameters_rejects_unknown_modules() -> None:
 
 
 def test_build_model_unknown_name() -> None:
-    assert MODELS == ("cnn", "resnet18")
+    assert model_names()[:2] == ["cnn", "resnet18"]
     with pytest.raises(ConfigError, match="resnet18"):
         build_model("vgg", 3, 10, 32, _gen(0))

@@ -27,6 +27,9 @@ Supported data sets (see :data:`DATASETS`):
 ``svhn``
     ``data_dir/train_32x32.mat`` and ``data_dir/test_32x32.mat`` (cropped
     digits); label 10 stands for the digit 0 and is mapped to 0.
+``imagefolder`` / ``npz``
+    Your own images: an ImageFolder tree or one ``.npz`` file (:mod:`genefl.data.own`
+    documents the layouts, the resizing, the channel rule and the cache).
 
 Missing, truncated or malformed files raise :class:`~genefl.errors.DataError`
 with a message naming the file and saying how to fix it.
@@ -56,7 +59,9 @@ __all__ = [
 ]
 
 #: Names accepted by :func:`load_dataset`.
-DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "cifar10", "cifar100", "svhn")
+DATASETS: tuple[str, ...] = (
+    "digits", "fashion-mnist", "cifar10", "cifar100", "svhn", "imagefolder", "npz",
+)
 
 #: Where the Debian package ``dataset-fashion-mnist`` installs the IDX files.
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -600,10 +605,16 @@ def check_dataset_files(name: str, data_dir: PathArg = None) -> None:
     files (and :class:`ConfigError` for an unknown name), so a run can fail
     before any work starts.
     """
+    from genefl.data import own
+
     key = _canonical_name(name)
     if key == "digits":
         return
-    if key == "fashion-mnist":
+    if key == "imagefolder":
+        own.list_folder(data_dir)
+    elif key == "npz":
+        own.npz_path(data_dir)
+    elif key == "fashion-mnist":
         _fmnist_paths(data_dir)
     elif key in _CIFAR:
         _cifar_paths(_CIFAR[key], data_dir)
@@ -611,8 +622,8 @@ def check_dataset_files(name: str, data_dir: PathArg = None) -> None:
         _svhn_paths(data_dir)
 
 
-#: image shape ``(C, H, W)`` and class count of each data set, known without its files
-#: (a federation's server builds the model from these; tests check them against loads)
+#: image shape ``(C, H, W)`` and class count of each built-in data set, known without its
+#: files (a federation's server builds the model from these; tests check them against loads)
 SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "digits": ((1, 8, 8), 10),
     "fashion-mnist": ((1, 28, 28), 10),
@@ -622,19 +633,40 @@ SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
 }
 
 
-def dataset_shape(name: str) -> tuple[tuple[int, int, int], int]:
-    """``((C, H, W), num_classes)`` of data set ``name`` without loading it."""
-    return SHAPES[_canonical_name(name)]
+def dataset_shape(
+    name: str, data_dir: PathArg = None, image_size: int | None = None
+) -> tuple[tuple[int, int, int], int]:
+    """``((C, H, W), num_classes)`` of data set ``name`` without loading its pixels.
+
+    Fixed for the built-in sets; for ``imagefolder`` read from the folder names and the
+    image headers, for ``npz`` from ``x_train``'s header and the labels.
+    """
+    from genefl.data import own
+
+    key = _canonical_name(name)
+    if key == "imagefolder":
+        return own.imagefolder_shape(data_dir, image_size)
+    if key == "npz":
+        return own.npz_shape(data_dir)
+    return SHAPES[key]
 
 
-def load_dataset(name: str, data_dir: PathArg = None) -> ImageDataset:
+def load_dataset(
+    name: str,
+    data_dir: PathArg = None,
+    image_size: int | None = None,
+    cache_dir: PathArg = None,
+) -> ImageDataset:
     """Load data set ``name`` (one of :data:`DATASETS`) from ``data_dir``.
 
     ``data_dir`` is ignored for ``digits``, optional for ``fashion-mnist``
-    (default :data:`DEFAULT_FASHION_MNIST_DIR`) and required for the others.
-    Raises :class:`ConfigError` for an unknown name and :class:`DataError` for
-    missing or malformed files.
+    (default :data:`DEFAULT_FASHION_MNIST_DIR`) and required for the others (for
+    ``npz`` it is the file). ``image_size`` and ``cache_dir`` are used by
+    ``imagefolder`` only. Raises :class:`ConfigError` for an unknown name and
+    :class:`DataError` for missing or malformed files.
     """
+    from genefl.data import own
+
     key = _canonical_name(name)
     loaders: dict[str, Callable[[], ImageDataset]] = {
         "digits": _load_digits,
@@ -642,6 +674,8 @@ def load_dataset(name: str, data_dir: PathArg = None) -> ImageDataset:
         "cifar10": lambda: _load_cifar("cifar10", data_dir),
         "cifar100": lambda: _load_cifar("cifar100", data_dir),
         "svhn": lambda: _load_svhn(data_dir),
+        "imagefolder": lambda: own.load_imagefolder(data_dir, image_size, cache_dir),
+        "npz": lambda: own.load_npz(data_dir),
     }
     return loaders[key]()
 

@@ -214,7 +214,9 @@ def prepare_simulation(
     """
     device = resolve_device(config.device)
     if dataset is None:
-        dataset = load_dataset(config.dataset, config.data_dir)
+        dataset = load_dataset(
+            config.dataset, config.data_dir, config.image_size, config.cache_dir
+        )
     dataset = subsample_train(dataset, config.train_fraction, numpy_rng(config.seed, "subsample"))
     federation = build_federation(
         dataset, config.known_clients, config.agnostic_clients, config.partition,

@@ -71,10 +71,10 @@ MAX_CACHED_CLIENTS = 256
 
 def _federation(spec: NodeSpec, config: RunConfig) -> tuple[Any, Federation]:
     c = config
-    key = (spec.dataset, spec.data_dir, c.seed, c.train_fraction, c.known_clients,
+    key = (spec.dataset, spec.data_dir, c.image_size, c.seed, c.train_fraction, c.known_clients,
            c.agnostic_clients, c.partition, c.shards, c.beta, c.val_fraction)
     if key not in _FEDERATION:
-        dataset = load_dataset(spec.dataset, spec.data_dir)
+        dataset = load_dataset(spec.dataset, spec.data_dir, c.image_size, c.cache_dir)
         dataset = subsample_train(dataset, c.train_fraction, numpy_rng(c.seed, "subsample"))
         federation = build_federation(
             dataset, c.known_clients, c.agnostic_clients, c.partition, c.shards, c.beta,

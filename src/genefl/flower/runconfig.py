@@ -4,7 +4,8 @@ A Flower app's run config (``[tool.flwr.app.config]`` of its ``pyproject.toml``,
 ``flwr run --run-config 'k=v ...'``) holds one key per ``genefl run`` option, spelled as
 on the command line without the dashes in front (``known-rounds``, ``lambda1``), plus
 the Flower-only options of :class:`FlowerOptions`. Run config values cannot be empty, so
-an option that is unset (``--data-dir``, ``--output-dir``) is the empty string.
+an option that is unset (``--data-dir``, ``--output-dir``, ``--image-size``, ``--cache-dir``)
+is the empty string.
 
 Each SuperNode says in its node config which client of the federation it hosts:
 ``client-id`` (the federation's id: known clients are ``0..N-1``, agnostic clients
@@ -26,7 +27,7 @@ from genefl.errors import ConfigError
 from genefl.options import as_dict, build, option, option_fields
 
 #: run config keys of genefl options that are not forwarded as ``None`` when empty
-_OPTIONAL_EMPTY = ("data_dir", "output_dir")
+_OPTIONAL_EMPTY = ("data_dir", "output_dir", "image_size", "cache_dir")
 
 
 @dataclass(frozen=True)

@@ -404,7 +404,7 @@ def run_server(grid: Any, run_config: Mapping[str, Any],
             + dump_toml(resolved)
         )
     device = resolve_device(config.device)
-    shape, num_classes = dataset_shape(config.dataset)
+    shape, num_classes = dataset_shape(config.dataset, config.data_dir, config.image_size)
     _, layers, initial, _ = model_parts(config, shape, num_classes, device)
     algorithm = make_algorithm(config, params, layers)
     known_classes, agnostic_classes = split_classes(

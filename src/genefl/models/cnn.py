@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from genefl.errors import ConfigError
+from genefl.models.init import materialise
+from genefl.models.registry import register_model
 
 
 class ConvBlock(nn.Module):
@@ -90,3 +92,11 @@ class SmallCNN(nn.Module):
         x = self.pool2(self.block2(self.pool1(self.block1(x))))
         x = self.pool3(self.block4(self.block3(x)))
         return self.fc2(self.act(self.fc1(self.flatten(x))))
+
+
+@register_model("cnn")
+def small_cnn(
+    in_channels: int, num_classes: int, image_size: int, generator: torch.Generator
+) -> nn.Module:
+    """Small CNN: four conv-BN-ReLU blocks and a two-layer head (8x8 to 32x32 images)."""
+    return materialise(lambda: SmallCNN(in_channels, num_classes, image_size), generator)

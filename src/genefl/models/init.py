@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -56,7 +58,8 @@ def reset_parameters(model: nn.Module, generator: torch.Generator) -> None:
     bias 0, running mean 0, running variance 1 and ``num_batches_tracked`` 0.
     Modules are visited in registration order, so the same generator state
     gives identical weights.  A module of another type that directly owns
-    parameters or buffers raises ``TypeError`` (it would keep weights not drawn
+    parameters or buffers must define ``reset_parameters(generator)`` (called with
+    ``generator``); otherwise it raises ``TypeError`` (it would keep weights not drawn
     from ``generator``).
     """
     with torch.no_grad():
@@ -69,8 +72,34 @@ def reset_parameters(model: nn.Module, generator: torch.Generator) -> None:
                 owns = any(True for _ in module.parameters(recurse=False)) or any(
                     b is not None for b in module.buffers(recurse=False)
                 )
-                if owns:
+                if owns and _takes_generator(module):
+                    module.reset_parameters(generator=generator)
+                elif owns:
                     raise TypeError(
                         f"reset_parameters does not support module {name!r} of type "
-                        f"{type(module).__name__}"
+                        f"{type(module).__name__}: give it a method "
+                        "reset_parameters(self, generator) that fills its tensors from "
+                        "the generator"
                     )
+
+
+def _takes_generator(module: nn.Module) -> bool:
+    """Whether ``module`` has a ``reset_parameters`` method with a ``generator`` argument."""
+    method = getattr(module, "reset_parameters", None)
+    if not callable(method):
+        return False
+    try:
+        return "generator" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def materialise(factory: Callable[[], nn.Module], generator: torch.Generator) -> nn.Module:
+    """Construct ``factory()`` on the meta device (no RNG touched), allocate it on the CPU
+    and initialise it with :func:`reset_parameters` from ``generator`` alone.
+    """
+    with torch.device("meta"):
+        model = factory()
+    model.to_empty(device="cpu")
+    reset_parameters(model, generator)
+    return model

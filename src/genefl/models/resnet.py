@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genefl.errors import ConfigError
+from genefl.models.init import materialise
+from genefl.models.registry import register_model
 
 
 class BasicBlock(nn.Module):
@@ -66,3 +68,11 @@ class ResNet18(nn.Module):
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = torch.flatten(self.avgpool(out), 1)
         return self.linear(out)
+
+
+@register_model("resnet18")
+def resnet18(
+    in_channels: int, num_classes: int, image_size: int, generator: torch.Generator
+) -> nn.Module:
+    """ResNet-18 for small images (3x3 stem, no max-pool; the paper's network)."""
+    return materialise(lambda: ResNet18(in_channels, num_classes), generator)
