@@ -6,6 +6,7 @@ given, and the centres and counts afterwards.
 from __future__ import annotations
 
 import numpy as np
+
 from genefl.config import resolve
 from genefl.engine.simulation import prepare_simulation
 from genefl.method.cluster import data_signature

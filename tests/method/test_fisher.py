@@ -54,7 +54,9 @@ def test_fisher_matches_per_sample_loop() -> None:
     assert all(float(ref.abs().sum()) > 0 for ref in expected.values())
 
 
-def _batch_stat_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+def _batch_stat_fisher(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """The wrong reading: each sample's gradient through a train-mode forward of the whole
     batch (batch statistics, samples coupled), on a copy so running stats stay put."""
     total: dict[str, torch.Tensor] = {}

@@ -68,7 +68,8 @@ class FedLPSParams:
 
 class PrunedPredictorObjective(LocalObjective):
     """The gradients of pruned entries are zeroed, so they stay zero; ``frozen`` (the
-    encoder's parameters when it is frozen, else empty) are not trained."""
+    encoder's parameters when it is frozen, else empty) are not trained.
+    """
 
     def __init__(self, frozen: frozenset[str], masks: Mapping[str, torch.Tensor]) -> None:
         self.frozen = frozen
@@ -90,7 +91,8 @@ class PrunedPredictorObjective(LocalObjective):
 @register("fedlps")
 class FedLPS(Algorithm):
     """Shared encoder (trained, or frozen as an option), pruned predictor, partial-channel
-    uploads."""
+    uploads.
+    """
 
     params_cls = FedLPSParams
     exchanges = "encoder + pruned predictor channels"
@@ -115,7 +117,8 @@ class FedLPS(Algorithm):
 
     def download_layers(self, cluster: int, phase: str) -> list[str]:
         """The cluster's encoder and predictor (only the predictor if the encoder is
-        frozen: it never changes)."""
+        frozen: it never changes).
+        """
         return list(self.shared)
 
     def allowed_upload_layers(self, cluster: int) -> set[str]:
@@ -163,7 +166,8 @@ class FedLPS(Algorithm):
         ctx: ClientContext,
     ) -> list[str]:
         """The encoder whole (unless frozen) and the predictor's surviving channels (see
-        :meth:`upload_masks`)."""
+        :meth:`upload_masks`).
+        """
         return list(self.shared)
 
     def upload_masks(

@@ -40,13 +40,15 @@ class PartialConvsParams:
 
 def default_partial_convs(n: int) -> int:
     """``max(1, round(4 n / 17))``: ResNet-18's share (4 of its 17 main-path convolutions)
-    on a model with ``n`` of them."""
+    on a model with ``n`` of them.
+    """
     return max(1, round(4 * n / 17))
 
 
 def split_convs(params: PartialConvsParams, layers: Sequence[Layer]) -> list[str]:
     """Names of the last ``c`` main-path convolutions (``c`` from ``partial_convs``, or
-    the default share when it is 0); a ConfigError if the model has fewer than ``c``."""
+    the default share when it is 0); a ConfigError if the model has fewer than ``c``.
+    """
     n = sum(1 for layer in layers if layer.kind == "conv" and not is_shortcut(layer))
     c = params.partial_convs or default_partial_convs(n)
     if c > n:
