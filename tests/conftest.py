@@ -55,3 +55,18 @@ def tiny_conv_bn_linear(
                                (bn.running_mean, running_mean), (bn.running_var, running_var)):
             tensor.copy_(torch.tensor(values, dtype=torch.float64))
     return model
+
+
+def vmap_names(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the parameter names the fast path hands to the vmap fallback."""
+    import genefl.method.fisher as fisher
+
+    seen: list[str] = []
+    original = fisher._vmap_sums
+
+    def spy(model, inputs, labels, chunk_size, names):
+        seen.extend(names)
+        return original(model, inputs, labels, chunk_size, names)
+
+    monkeypatch.setattr(fisher, "_vmap_sums", spy)
+    return seen

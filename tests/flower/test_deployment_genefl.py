@@ -38,6 +38,7 @@ from pathlib import Path
 
 import deployment as dep  # tests/flower/deployment.py
 import pytest
+from parity import ACCURACIES, BYTES
 
 pytestmark = pytest.mark.deployment
 
@@ -57,13 +58,6 @@ PROTOCOL = {
     "known-rounds": 2, "agnostic-rounds": 1, "clients-per-round": 2, "local-epochs": 1,
     "train-fraction": 0.25, "seed": 5, "device": "cpu",
 }
-#: results.json entries that must be equal to ``genefl run``'s
-BYTES = ("upload_bytes", "download_bytes", "upload_bytes_agnostic", "download_bytes_agnostic",
-         "full_model_upload_bytes", "init_bytes_total", "signature_bytes",
-         "known_round_upload_bytes", "learngene_bytes", "agnostic_joined", "cluster_sizes",
-         "dropped_updates", "rejected_uploads", "diverged_updates")
-ACCURACIES = ("known_accuracy", "known_accuracy_last10", "agnostic_accuracy_round0",
-              "agnostic_accuracy_last10")
 #: accuracies: float drift only (same float32 ops, one torch thread everywhere)
 TOLERANCE = 1e-6
 #: a round's replies: covers a fresh flwr-clientapp process (torch import, data set) per

@@ -21,6 +21,7 @@ os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 pytest.importorskip("flwr")
 
 from loopgrid import LoopGrid  # noqa: E402
+from parity import ACCURACIES, BYTES  # noqa: E402
 
 from genefl.config import resolve  # noqa: E402
 from genefl.engine.server import sample_participants  # noqa: E402
@@ -33,13 +34,6 @@ from genefl.models import build_model, list_layers  # noqa: E402
 #: a small GENE-FL run with both phases: 4 known, 2 agnostic clients, 2 clusters
 RUN = dict(known_clients=4, agnostic_clients=2, clusters=2, known_rounds=2,
            agnostic_rounds=2, clients_per_round=2, local_epochs=1, device="cpu")
-#: results that must be equal (bytes exactly; accuracies to float rounding)
-BYTES = ("upload_bytes", "download_bytes", "upload_bytes_agnostic", "download_bytes_agnostic",
-         "full_model_upload_bytes", "init_bytes_total", "signature_bytes",
-         "known_round_upload_bytes", "learngene_bytes", "agnostic_joined", "cluster_sizes",
-         "dropped_updates", "rejected_uploads", "diverged_updates")
-ACCURACIES = ("known_accuracy", "known_accuracy_last10", "agnostic_accuracy_round0",
-              "agnostic_accuracy_last10")
 #: accuracy tolerance between drivers (both run the same float32 ops; only summation
 #: order could differ, which has not happened here)
 TOLERANCE = 1e-9

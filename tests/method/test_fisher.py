@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_conv_bn_linear
+from conftest import tiny_conv_bn_linear, vmap_names
 from torch import nn
 
 from genefl.method.fisher import fisher_diagonal, fisher_mask, minmax_normalise
@@ -158,21 +158,6 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
 
 
-def _vmap_names(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the parameter names the fast path hands to the vmap fallback."""
-    import genefl.method.fisher as fisher
-
-    seen: list[str] = []
-    original = fisher._vmap_sums
-
-    def spy(model, inputs, labels, chunk_size, names):
-        seen.extend(names)
-        return original(model, inputs, labels, chunk_size, names)
-
-    monkeypatch.setattr(fisher, "_vmap_sums", spy)
-    return seen
-
-
 def _randomise_norm_stats(model: nn.Module, seed: int = 3) -> nn.Module:
     """Non-trivial running statistics and affine parameters (all normalisation layers)."""
     g = torch.Generator().manual_seed(seed)
@@ -196,7 +181,7 @@ def _check_exact(
     """Fast == vmap == loop within rel 1e-5; exactly ``expect_vmap`` took the fallback."""
     loop = _loop_fisher(model, x, y)
     ref = fisher_diagonal(model, x, y, chunk_size=chunk_size, method="vmap")
-    seen = _vmap_names(monkeypatch)
+    seen = vmap_names(monkeypatch)
     got = fisher_diagonal(model, x, y, chunk_size=chunk_size)
     assert set(seen) == set(expect_vmap)
     assert list(got) == list(ref) == list(loop)
@@ -357,7 +342,7 @@ def test_unsupported_modules_and_batch_stat_bn_fall_back(
         nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False), nn.Flatten(),
         nn.Linear(18, 3),
     ).double()
-    seen = _vmap_names(monkeypatch)
+    seen = vmap_names(monkeypatch)
     got = fisher_diagonal(no_stats, x, y)
     ref = fisher_diagonal(no_stats, x, y, method="vmap")
     assert set(seen) == set(got)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_dataset
+from conftest import make_dataset, vmap_names
 from torch import nn
 
 from genefl.cli import main
@@ -119,21 +119,12 @@ def test_layer_list_of_a_registered_model() -> None:
 def test_fisher_of_unknown_layer_falls_back_to_vmap_and_equals_reference(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import genefl.method.fisher as fisher
-
     model = build_model("test-mlp", 1, 4, 8, torch.Generator().manual_seed(0)).double()
     g = torch.Generator().manual_seed(1)
     x = torch.randn(20, 1, 8, 8, generator=g, dtype=torch.float64)
     y = torch.randint(0, 4, (20,), generator=g)
     ref = fisher_diagonal(model, x, y, method="vmap")
-    seen: list[str] = []
-    original = fisher._vmap_sums
-
-    def spy(model, inputs, labels, chunk_size, names):
-        seen.extend(names)
-        return original(model, inputs, labels, chunk_size, names)
-
-    monkeypatch.setattr(fisher, "_vmap_sums", spy)
+    seen = vmap_names(monkeypatch)
     got = fisher_diagonal(model, x, y, chunk_size=7)
     assert seen == ["scale.gain"]  # only the unknown kind took the vmap path
     assert list(got) == list(ref) == [n for n, _ in model.named_parameters()]
