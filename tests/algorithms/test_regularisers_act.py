@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import make_dataset
 
+from genefl.callbacks.base import Callback
 from genefl.config import resolve
 from genefl.engine.simulation import prepare_simulation
 
@@ -42,10 +43,7 @@ def _train(**overrides: float) -> dict:
         received[client_id] = {k: v.clone() for k, v in got.items()}
         return got
 
-    class Losses:
-        def __getattr__(self, name):
-            return lambda *a, **k: None
-
+    class Losses(Callback):
         def on_client_end(self, record) -> None:
             elg_losses.append(record.metrics.get("loss_elg", math.nan))
 

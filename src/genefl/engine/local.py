@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,12 @@ class LocalSettings:
     lr: float
     momentum: float
     weight_decay: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: Any) -> LocalSettings:
+        """The local-training numbers of a :class:`~genefl.config.RunConfig`."""
+        return cls(config.local_epochs, config.batch_size, config.lr, config.momentum,
+                   config.weight_decay)
 
 
 @dataclass

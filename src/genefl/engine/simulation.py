@@ -235,9 +235,7 @@ def prepare_simulation(
     signature_bytes_known = 4 * sum(
         config.signature_dim * clients[cid].pixels.shape[1] for cid in known_ids
     )
-    settings = LocalSettings(
-        config.local_epochs, config.batch_size, config.lr, config.momentum, config.weight_decay
-    )
+    settings = LocalSettings.from_config(config)
     store_dir: tempfile.TemporaryDirectory | None = None
     store: ClientStore = ClientStore()
     total_clients = config.known_clients + config.agnostic_clients

@@ -118,11 +118,9 @@ def make_client_app(defaults: Mapping[str, Any] | None = None) -> Any:
                 "status": "dropped", "num-samples": ctx.num_samples,
             })}), reply_to=msg)
         received = unpack(arrays(msg.content["received"]), dev)
-        c = side.config
-        settings = LocalSettings(c.local_epochs, c.batch_size, c.lr, c.momentum, c.weight_decay)
         result = client_update(
             algo, side.model, side.layers, side.layer_map, data.train, data.val, data.test,
-            received, own, side.initial, settings, ctx,
+            received, own, side.initial, LocalSettings.from_config(side.config), ctx,
         )
         if result.after is not None:
             store.save(rnd, result.after, ctx.state, keep_from)
