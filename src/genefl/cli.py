@@ -126,6 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
         "[> 0; default: 0.001]",
     )
     _add_common(attack, with_method=False)
+    sweep = sub.add_parser(
+        "sweep", help="run a grid of options x seeds from a sweep file (resumable) and "
+        "write a tidy CSV and a mean ± std summary",
+    )
+    sweep.add_argument("sweep_file", metavar="SWEEP.toml", help="the sweep file (see "
+                       "studies/ for examples)")
+    sweep.add_argument("--output-dir", default=None, dest="output_dir",
+                       help="where the cells go [default: the file's output_dir, else "
+                       "runs/sweep-<name>]")
+    sweep.add_argument("--overwrite", action="store_true",
+                       help="rerun finished cells instead of reusing them")
+    sweep.add_argument("--jobs", default="1", metavar="INT",
+                       help="runs at once, in worker processes sharing the cores "
+                       "[>= 1; default: 1]")
+    sweep.add_argument("--dry-run", action="store_true", dest="dry_run",
+                       help="check the file and list the cells, run nothing")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("methods", help="list the registered methods")
     sub.add_parser("models", help="list the registered models (--model)")
     flower = sub.add_parser("flower", help="run genefl as a Flower federation (needs the "
@@ -196,11 +213,6 @@ def _resume_values(args: argparse.Namespace) -> dict[str, Any]:
             f"--resume {folder}: no config.toml there; give the output directory of a run "
             "started with `genefl run`"
         )
-    if (folder / "results.json").exists():
-        raise ConfigError(
-            f"--resume {folder}: that run already finished (results.json exists); nothing "
-            "to resume"
-        )
     values = load_toml(config_file)
     if args.preset or args.config:
         raise ConfigError("--resume takes the configuration from the run's config.toml; "
@@ -208,6 +220,22 @@ def _resume_values(args: argparse.Namespace) -> dict[str, Any]:
     values.update({k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS})
     values["output_dir"] = str(folder)
     return values
+
+
+def _print_finished(folder: Path) -> int:
+    """``--resume`` of a finished run: its summary, and nothing run (exit 0)."""
+    import json
+
+    from genefl.report.summary import format_summary
+
+    try:
+        results = json.loads((folder / "results.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--resume {folder}: results.json cannot be read ({exc}); "
+                          "delete it to rerun from the checkpoint") from None
+    print(f"{folder} already finished; nothing to resume")
+    print(format_summary(results))
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -218,6 +246,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from genefl.engine.simulation import resolve_device, run_simulation, validate_protocol
     from genefl.report.summary import format_summary
 
+    if args.resume and (Path(args.resume) / "results.json").exists():
+        return _print_finished(Path(args.resume))
     if args.resume:
         values = _resume_values(args)
     else:
@@ -478,6 +508,30 @@ def cmd_flower(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Validate the whole sweep, then run (or reuse) its cells and write its tables."""
+    from genefl.sweep import SWEEP_FILES, format_plan, parse_sweep, run_sweep
+
+    try:
+        jobs = int(args.jobs)
+        if jobs < 1:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"--jobs must be an integer >= 1; got {args.jobs!r}") from None
+    sweep = parse_sweep(args.sweep_file, args.output_dir, args.overwrite)
+    print(format_plan(sweep))
+    if args.dry_run:
+        for cell in sweep.cells:
+            print(f"  {cell.name}: {len(cell.runs)} seed(s) -> "
+                  f"{sweep.output_dir / 'cells' / cell.name}/")
+        return 0
+    run_sweep(sweep, overwrite=args.overwrite, quiet=args.quiet, jobs=jobs)
+    print((sweep.output_dir / "summary.md").read_text())
+    print(f"written to {sweep.output_dir}/: {', '.join(SWEEP_FILES)}, and cells/<cell>/"
+          "seed<seed>/ for every run")
+    return 0
+
+
 def cmd_methods() -> int:
     """Print each registered method with what it exchanges."""
     from genefl.algorithms.registry import algorithm_names, get_algorithm_class
@@ -512,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_attack(args)
         if args.command == "flower":
             return cmd_flower(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
         return cmd_run(args)
     except GeneflError as exc:
         print(f"genefl: error: {exc}", file=sys.stderr)

@@ -103,6 +103,55 @@ def _finished(run_dir: Path, resolved: dict[str, Any]) -> dict[str, Any] | None:
     return stored
 
 
+def run_or_reuse(
+    config: RunConfig,
+    params: Any,
+    dataset: ImageDataset | dict[tuple, ImageDataset] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] = say,
+    label: str = "",
+) -> tuple[dict[str, Any], bool]:
+    """One run in ``config.output_dir``: the stored results of a finished run with the
+    same configuration (unless ``overwrite``), else run it, resuming from its checkpoint
+    when there is one. Returns ``(results, reused)``.
+
+    ``dataset`` is the loaded data set, or a dict caching data sets by ``(dataset,
+    data_dir, image_size, cache_dir)`` (filled as runs load them), or ``None``.
+    """
+    from genefl.data.datasets import load_dataset
+
+    run_dir = Path(config.output_dir or ".")
+    resolved = resolved_dict(config, params)
+    results = None if overwrite else _finished(run_dir, resolved)
+    if results is not None:
+        log(f"{label}: reusing finished run in {run_dir}")
+        return results, True
+    if isinstance(dataset, dict):
+        key = (config.dataset, config.data_dir, config.image_size, config.cache_dir)
+        if key not in dataset:
+            dataset[key] = load_dataset(*key)
+        dataset = dataset[key]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(
+        "# resolved configuration of this run (usable with --config)\n" + dump_toml(resolved)
+    )
+    callbacks = [
+        RoundsCSV(run_dir / "rounds.csv"),
+        ClientLog(run_dir / "clients.jsonl"),
+        ResultsJSON(run_dir / "results.json"),
+        ProgressBar(disable=quiet, desc=f"{config.method} s{config.seed}"),
+    ]
+    checkpoint = run_dir / CHECKPOINT_FILE
+    resume = not overwrite and checkpoint.exists()
+    if resume:
+        log(f"{label}: resuming from {checkpoint}")
+    results = run_simulation(
+        config, params, callbacks, dataset=dataset, checkpoint=checkpoint, resume=resume
+    )
+    return results, False
+
+
 def run_comparison(
     plan: Sequence[tuple[RunConfig, Any]],
     out: Path,
@@ -117,33 +166,11 @@ def run_comparison(
     """
     runs: Runs = {}
     for i, (config, params) in enumerate(plan, 1):
-        run_dir = Path(config.output_dir or out)
-        resolved = resolved_dict(config, params)
         label = f"[{i}/{len(plan)}] {config.method} seed {config.seed}"
-        results = None if overwrite else _finished(run_dir, resolved)
-        if results is not None:
-            log(f"{label}: reusing finished run in {run_dir}")
-        else:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.toml").write_text(
-                "# resolved configuration of this run (usable with --config)\n"
-                + dump_toml(resolved)
-            )
-            callbacks = [
-                RoundsCSV(run_dir / "rounds.csv"),
-                ClientLog(run_dir / "clients.jsonl"),
-                ResultsJSON(run_dir / "results.json"),
-                ProgressBar(disable=quiet, desc=f"{config.method} s{config.seed}"),
-            ]
-            checkpoint = run_dir / CHECKPOINT_FILE
-            resume = not overwrite and checkpoint.exists()
-            if resume:
-                log(f"{label}: resuming from {checkpoint}")
-            t0 = time.perf_counter()
-            results = run_simulation(
-                config, params, callbacks, dataset=dataset, checkpoint=checkpoint, resume=resume
-            )
-            log(f"{label}: {_brief(results)} ({time.perf_counter() - t0:.0f} s)")
+        t0 = time.perf_counter()
+        results, reused = run_or_reuse(config, params, dataset, overwrite, quiet, log, label)
+        if not reused:
+            log(f"{label}: {brief(results)} ({time.perf_counter() - t0:.0f} s)")
         runs.setdefault(config.method, []).append(results)
     rows = summarise(runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,10 +184,13 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None or value != value else f"{100 * value:.2f} %"
 
 
-def _brief(results: Mapping[str, Any]) -> str:
+def brief(results: Mapping[str, Any]) -> str:
+    """One line of a run's headline figures (personalised view; server view in brackets)."""
+    def both(key: str) -> str:
+        return f"{_pct(results.get(key))} (server {_pct(results.get(key + '_server'))})"
+
     return (
-        f"known {_pct(results['known_accuracy'])}, upload "
-        f"{results['upload_bytes'] / 2**30:.4f} GB, new clients round 0 "
-        f"{_pct(results['agnostic_accuracy_round0'])}, last 10 "
-        f"{_pct(results['agnostic_accuracy_last10'])}"
+        f"known {both('known_accuracy')}, upload {results['upload_bytes'] / 2**30:.4f} GB, "
+        f"new clients round 0 {both('agnostic_accuracy_round0')}, last 10 "
+        f"{both('agnostic_accuracy_last10')}"
     )

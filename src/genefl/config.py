@@ -89,6 +89,11 @@ class RunConfig:
         1000.0, "server rejects an upload whose ||theta - Theta_k|| / max(||Theta_k||, 1) "
         "exceeds this (inf: no bound)", minimum=0, exclusive_min=True, allow_inf=True,
     )
+    eval_every: int = option(
+        0, "score every client of the phase (both views) after every N-th round, the "
+        "first and the last; 0 = auto: every round when that costs under a tenth of the "
+        "training time, else the smallest interval that does", minimum=0,
+    )
     checkpoint_every: int = option(
         1, "write a resumable checkpoint every N rounds (0: never)", minimum=0
     )

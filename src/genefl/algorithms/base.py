@@ -179,6 +179,15 @@ class Algorithm:
         """Layers a client of ``cluster`` may upload; the server rejects any other."""
         return set(self.all_layer_names)
 
+    def kept_local(self, cluster: int) -> list[str]:
+        """Layers the method keeps on the client by design (never exchanged, whatever
+        happens in training): the server view of a client's accuracy takes the client's
+        own values for these and the server's cluster model for every other layer.
+        Default: none (layers a method chooses round by round, like GENE-FL's, are not
+        local by design).
+        """
+        return []
+
     def state_dict(self) -> dict[str, Any]:
         """Server-side state to checkpoint (tensors, numbers, strings, lists, dicts)."""
         return {}

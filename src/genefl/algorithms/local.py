@@ -42,3 +42,7 @@ class Local(Algorithm):
     def learngene_layers(self, cluster: int) -> list[str]:
         """A new client receives nothing."""
         return []
+
+    def kept_local(self, cluster: int) -> list[str]:
+        """Everything: the server view is the client's own model."""
+        return self.all_layer_names

@@ -92,6 +92,11 @@ class SharedLayersAlgorithm(Algorithm):
         """Only the shared layers."""
         return set(self.shared)
 
+    def kept_local(self, cluster: int) -> list[str]:
+        """Every layer that is not shared."""
+        shared = set(self.shared)
+        return [name for name in self.all_layer_names if name not in shared]
+
     def summary(self) -> dict[str, Any]:
         """The shared layers."""
         return {"shared_layers": list(self.shared)}

@@ -52,6 +52,11 @@ class RoundRecord:
     seconds: float
     dropped: int = 0
     rejected: int = 0
+    #: every client of the phase scored after this round (NaN: not scored this round):
+    #: personalised and server view, and how many clients were scored
+    eval_accuracy: float = float("nan")
+    eval_accuracy_server: float = float("nan")
+    eval_clients: int = 0
 
 
 class Callback:

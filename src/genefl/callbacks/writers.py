@@ -60,7 +60,8 @@ class RoundsCSV(Callback):
     def on_round_end(self, record: RoundRecord) -> None:  # noqa: D102
         assert self._writer is not None and self._fh is not None
         row = dataclasses.asdict(record)
-        for key in ("accuracy", "val_accuracy", "train_loss"):
+        for key in ("accuracy", "val_accuracy", "train_loss", "eval_accuracy",
+                    "eval_accuracy_server"):
             if isinstance(row[key], float) and math.isnan(row[key]):
                 row[key] = ""
         row["seconds"] = round(row["seconds"], 4)

@@ -267,12 +267,14 @@ class Engine:
         }
 
     def evaluate(
-        self, client_ids: Sequence[int], received_for: Callable[[int], ParamDict]
-    ) -> tuple[float, float]:
-        """``(correct, total)`` test predictions of each client's own model (or, if it
-        never trained, the model it would start from).
+        self, client_ids: Sequence[int], received_for: Callable[[int], ParamDict],
+        server_view_for: Callable[[int], ParamDict],
+    ) -> tuple[float, float, float]:
+        """``(correct, server_correct, total)`` test predictions of each client's own
+        model (or, if it never trained, the model it would start from) and of its server
+        view (that model overlaid with ``server_view_for(client)``).
         """
-        correct = total = 0.0
+        correct = server_correct = total = 0.0
         for cid in client_ids:
             record = self.store.get(cid)
             if record is not None:
@@ -282,11 +284,13 @@ class Engine:
                 ctx = self._context(cid, k, self.round, "eval", {})
                 params = self.algorithm.start_params(received_for(cid), None, self.initial,
                                                      ctx)
-            set_params(self.model, params)
             data = self.clients[cid].test
+            set_params(self.model, params)
             correct += evaluate(self.model, data.x, data.y) * data.y.shape[0]
+            set_params(self.model, {**params, **server_view_for(cid)})
+            server_correct += evaluate(self.model, data.x, data.y) * data.y.shape[0]
             total += data.y.shape[0]
-        return correct, total
+        return correct, server_correct, total
 
     # -- rounds (the server's, with this engine as runner) -----------------------------
     def run_round(
@@ -316,9 +320,9 @@ class Engine:
 
     def evaluate_clients(self, client_ids: Sequence[int]) -> float:
         """Sample-weighted test accuracy of each client's own model (or, if it never
-        trained, the model it would start from).
+        trained, the model it would start from): the personalised view.
         """
-        return self.fed.evaluate_clients(client_ids, self)
+        return self.fed.evaluate_clients(client_ids, self)[0]
 
     # -- checkpoints -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -55,6 +55,38 @@ Transport = Callable[[Upload], "Upload | None"]
 #: how many of the last rounds the "last10" figures average
 LAST_ROUNDS = 10
 
+#: ``--eval-every 0`` (auto) keeps the evaluation of every client under this share of the
+#: training time of a round
+EVAL_BUDGET = 0.1
+#: one training sample-epoch costs about this many test predictions (measured on 2 CPU
+#: cores with the small CNN at the CI preset: a round's training 1.0-1.2 s for 3,372
+#: sample-epochs, one view of 5,000 test images 0.28-0.31 s, so about 5.3)
+TRAIN_COST_IN_PREDICTIONS = 5.0
+#: the evaluation views (personalised and server)
+EVAL_VIEWS = 2
+
+
+def auto_eval_every(test_samples: int, train_samples_per_round: float, epochs: int) -> int:
+    """The smallest evaluation interval (rounds) at which scoring ``test_samples`` test
+    images in both views costs at most :data:`EVAL_BUDGET` of the rounds' training
+    (``train_samples_per_round`` training images, ``epochs`` local epochs each), by the
+    cost model :data:`TRAIN_COST_IN_PREDICTIONS`; at least 1.
+    """
+    train_cost = TRAIN_COST_IN_PREDICTIONS * train_samples_per_round * epochs
+    if train_cost <= 0:
+        return 1
+    return max(1, math.ceil(EVAL_VIEWS * test_samples / (EVAL_BUDGET * train_cost)))
+
+
+def evaluates_at(phase_round: int, rounds: int, every: int) -> bool:
+    """Whether every client is scored after ``phase_round`` (0-based) of a phase of
+    ``rounds`` rounds: the first and the last round, and every ``every``-th (``every``
+    0: never).
+    """
+    if every <= 0:
+        return False
+    return phase_round in (0, rounds - 1) or (phase_round + 1) % every == 0
+
 
 @dataclass
 class ServerState:
@@ -84,6 +116,11 @@ class PhaseLog:
     rejected: int = 0
     #: rounds of this phase completed
     rounds_done: int = 0
+    #: rounds (0-based, of this phase) after which every client of the phase was scored,
+    #: and the sample-weighted accuracy of the personalised and the server view
+    eval_rounds: list[int] = field(default_factory=list)
+    eval_accuracy: list[float] = field(default_factory=list)
+    eval_accuracy_server: list[float] = field(default_factory=list)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain-data copy for checkpoints."""
@@ -98,7 +135,31 @@ class PhaseLog:
         values["traffic"] = Traffic(**values["traffic"])
         values["accuracies"] = [float(a) for a in values["accuracies"]]
         values["round_uploads"] = [int(b) for b in values["round_uploads"]]
+        values["eval_rounds"] = [int(r) for r in values.get("eval_rounds", [])]
+        for key in ("eval_accuracy", "eval_accuracy_server"):
+            values[key] = [float(a) for a in values.get(key, [])]
         return cls(**values)
+
+    def last_evaluation(self) -> tuple[float, float]:
+        """The last scoring of every client: ``(personalised, server)`` (NaN if none)."""
+        if not self.eval_rounds:
+            return math.nan, math.nan
+        return self.eval_accuracy[-1], self.eval_accuracy_server[-1]
+
+    def evaluation_at(self, phase_round: int) -> tuple[float, float]:
+        """The scoring after ``phase_round``: ``(personalised, server)`` (NaN if none)."""
+        if phase_round not in self.eval_rounds:
+            return math.nan, math.nan
+        i = self.eval_rounds.index(phase_round)
+        return self.eval_accuracy[i], self.eval_accuracy_server[i]
+
+    def evaluations_last(self, rounds: int, n: int = LAST_ROUNDS) -> tuple[float, float]:
+        """Mean of the scorings after the last ``n`` of the phase's ``rounds`` rounds:
+        ``(personalised, server)``, NaN values ignored.
+        """
+        keep = [i for i, r in enumerate(self.eval_rounds) if r >= rounds - n]
+        return (mean_last([self.eval_accuracy[i] for i in keep], len(keep) or 1),
+                mean_last([self.eval_accuracy_server[i] for i in keep], len(keep) or 1))
 
 
 def sample_participants(
@@ -215,10 +276,14 @@ class ClientRunner(Protocol):
         """
 
     def evaluate(
-        self, client_ids: Sequence[int], received_for: Callable[[int], ParamDict]
-    ) -> tuple[float, float]:
-        """``(correct, total)`` test predictions of each client's own model (or, if it
-        never trained, the model it would start from ``received_for(client)``).
+        self, client_ids: Sequence[int], received_for: Callable[[int], ParamDict],
+        server_view_for: Callable[[int], ParamDict],
+    ) -> tuple[float, float, float]:
+        """``(correct, server_correct, total)`` test predictions of each client: of its
+        own model (or, if it never trained, the model it would start from
+        ``received_for(client)``) and of the server view, that model overlaid with
+        ``server_view_for(client)`` (the cluster model's layers the method does not keep
+        local).
         """
 
     def runner_state_dict(self) -> dict[str, Any]:
@@ -276,6 +341,16 @@ class FederationServer:
         return select_layers(
             self.state.cluster_models[k], self.layer_map, self.algorithm.learngene_layers(k)
         )
+
+    def server_view(self, client_id: int) -> ParamDict:
+        """The client's cluster model as the server holds it, without the layers the
+        method keeps local by design (:meth:`~genefl.algorithms.base.Algorithm.kept_local`),
+        which the client completes with its own values.
+        """
+        k = self.state.assignment[client_id]
+        local = set(self.algorithm.kept_local(k))
+        names = [layer.name for layer in self.layers if layer.name not in local]
+        return select_layers(self.state.cluster_models[k], self.layer_map, names)
 
     def received(self, client_id: int, phase: str) -> ParamDict:
         """What the client downloads at the start of a round of ``phase``."""
@@ -344,9 +419,12 @@ class FederationServer:
 
     def run_round(
         self, participants: Sequence[int], phase: str, phase_round: int, phase_log: PhaseLog,
-        runner: ClientRunner,
+        runner: ClientRunner, eval_pool: Callable[[], Sequence[int]] | None = None,
     ) -> RoundRecord:
-        """One round: joins, the clients' work, validation, per-cluster aggregation."""
+        """One round: joins, the clients' work, validation, per-cluster aggregation; with
+        ``eval_pool``, then every client it gives (after the round's joins) is scored in
+        both views.
+        """
         t0 = time.perf_counter()
         algo = self.algorithm
         traffic = Traffic()
@@ -400,6 +478,13 @@ class FederationServer:
         phase_log.dropped += dropped
         phase_log.rejected += rejected
         phase_log.rounds_done += 1
+        scored, eval_ids = (math.nan, math.nan), None
+        if eval_pool is not None:
+            eval_ids = list(eval_pool())
+            scored = self.evaluate_clients(eval_ids, runner, phase)
+            phase_log.eval_rounds.append(phase_round)
+            phase_log.eval_accuracy.append(scored[0])
+            phase_log.eval_accuracy_server.append(scored[1])
         record = RoundRecord(
             round=self.round, phase=phase, phase_round=phase_round,
             participants=len(plan.tasks), accuracy=acc, val_accuracy=val_acc,
@@ -408,7 +493,8 @@ class FederationServer:
             init_bytes=traffic.init, cum_upload_bytes=phase_log.traffic.upload,
             gamma=instructions.get("gamma"), chosen_layers=choices.render(),
             diverged=diverged, seconds=time.perf_counter() - t0, dropped=dropped,
-            rejected=rejected,
+            rejected=rejected, eval_accuracy=scored[0], eval_accuracy_server=scored[1],
+            eval_clients=len(eval_ids) if eval_ids is not None else 0,
         )
         self.callbacks.on_round_end(record)
         self.round += 1
@@ -418,6 +504,7 @@ class FederationServer:
         self, phase: str, pool: Pool, rounds: int, per_round: int, runner: ClientRunner,
         phase_log: PhaseLog | None = None,
         after_round: Callable[[str, PhaseLog], None] | None = None,
+        eval_every: int = 0, eval_pool: Callable[[], Sequence[int]] | None = None,
     ) -> PhaseLog:
         """``rounds`` rounds, each sampling ``per_round`` clients of ``pool`` uniformly.
 
@@ -425,7 +512,8 @@ class FederationServer:
         round (a live federation's connected clients); when fewer than ``per_round`` are
         available, all of them take part. A resumed phase passes its ``phase_log``;
         rounds it has done are skipped. ``after_round(phase, log)`` runs after each round
-        (checkpoints).
+        (checkpoints). With ``eval_pool``, the clients it gives are scored in both views
+        after the rounds :func:`evaluates_at` picks for ``eval_every``.
         """
         log_ = phase_log if phase_log is not None else PhaseLog()
         self.callbacks.on_phase_start(phase, rounds)
@@ -433,7 +521,9 @@ class FederationServer:
             ids = list(pool(phase, r)) if callable(pool) else list(pool)
             participants = sample_participants(self.seed, phase, r, ids,
                                                min(per_round, len(ids)))
-            self.run_round(participants, phase, r, log_, runner)
+            scoring = evaluates_at(r, rounds, eval_every)
+            self.run_round(participants, phase, r, log_, runner,
+                           eval_pool if scoring else None)
             if after_round is not None:
                 after_round(phase, log_)
         return log_
@@ -441,12 +531,19 @@ class FederationServer:
     # -- evaluation ------------------------------------------------------------------
     def evaluate_clients(
         self, client_ids: Sequence[int], runner: ClientRunner, phase: str = "known"
-    ) -> float:
-        """Sample-weighted test accuracy of each client's own model (or, if it never
-        trained, the model it would start from in ``phase``).
+    ) -> tuple[float, float]:
+        """Sample-weighted test accuracy of the clients in both views: ``(personalised,
+        server)``. Personalised: each client's own model (or, if it never trained, the
+        model it would start from in ``phase``). Server: the cluster model as the server
+        holds it, completed with the client's values of the layers the method keeps
+        local by design (:meth:`server_view`).
         """
-        correct, total = runner.evaluate(client_ids, lambda cid: self.received(cid, phase))
-        return correct / total if total else math.nan
+        correct, server_correct, total = runner.evaluate(
+            client_ids, lambda cid: self.received(cid, phase), self.server_view
+        )
+        if not total:
+            return math.nan, math.nan
+        return correct / total, server_correct / total
 
     def learngene_summary(self, clusters: int) -> dict[str, Any]:
         """Sizes and layers of each cluster's learnGene (end of the known phase)."""
@@ -529,6 +626,8 @@ class RunPlan:
     torch_device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     #: extra figures the results report (e.g. the driver's own counters)
     extra_results: Callable[[], dict[str, Any]] | None = None
+    #: every client of the phase is scored every this many rounds (resolved, >= 1)
+    eval_every: int = 1
 
 
 def run_federation(
@@ -541,9 +640,19 @@ def run_federation(
     the run continues from that file (which must come from the same configuration) and
     ends with the same results as an uninterrupted run.
 
-    Keys (accuracies are fractions in [0, 1], bytes are float32 wire bytes):
-    ``known_accuracy`` (every known client's own model at the end of the known phase),
-    ``known_accuracy_last10``, ``agnostic_accuracy_round0``, ``agnostic_accuracy_last10``,
+    Keys (accuracies are fractions in [0, 1], bytes are float32 wire bytes). Accuracies
+    score every client of the phase (known: every known client; agnostic: every agnostic
+    client that has joined) after the rounds :func:`evaluates_at` picks for
+    ``plan.eval_every``, in two views: personalised (each client's own model) and, with
+    the suffix ``_server``, the server's (the cluster model as the server holds it, with
+    the client's values of the layers the method keeps local by design).
+    ``known_accuracy`` / ``_server`` (end of the known phase), ``known_accuracy_last10``
+    / ``_server`` (mean of the scorings in the phase's last 10 rounds),
+    ``agnostic_accuracy_round0`` / ``_server`` (after the first agnostic round),
+    ``agnostic_accuracy_last10`` / ``_server``, ``agnostic_accuracy`` / ``_server`` (end
+    of the run); per scoring ``<phase>_eval_rounds``, ``<phase>_eval_accuracy`` and
+    ``<phase>_eval_accuracy_server``; the round's participants only (the paper's per-round
+    figure): ``<phase>_round_accuracy`` and ``<phase>_accuracy_last10_participants``;
     ``upload_bytes`` / ``download_bytes`` (known phase, the paper's *Comm*),
     ``full_model_upload_bytes``, ``learngene_bytes`` (mean cluster learnGene),
     ``init_bytes`` (mean per new client), the ``*_agnostic`` counters, ``wall_seconds``.
@@ -593,30 +702,44 @@ def run_federation(
     info["resume_round"] = server.round
     server.callbacks.on_run_start(info)
 
+    every = max(1, plan.eval_every)
     known = server.run_phase(
         "known", plan.known_pool, config.known_rounds, config.clients_per_round, runner,
-        phase_log=known_log, after_round=write_checkpoint,
+        phase_log=known_log, after_round=write_checkpoint, eval_every=every,
+        eval_pool=lambda: plan.known_ids,
     )
     if not extras:  # figures of the end of the known phase (kept in later checkpoints)
-        extras = {
-            "known_accuracy": server.evaluate_clients(plan.known_ids, runner),
-            **server.learngene_summary(config.clusters),
-        }
+        extras = server.learngene_summary(config.clusters)
     agn = server.run_phase(
         "agnostic", plan.agnostic_pool, config.agnostic_rounds, config.clients_per_round,
-        runner, phase_log=agnostic_log, after_round=write_checkpoint,
+        runner, phase_log=agnostic_log, after_round=write_checkpoint, eval_every=every,
+        eval_pool=lambda: sorted(server.state.joined),
     )
     joined = len(server.state.joined)
+    known_end = known.last_evaluation()
+    known_last = known.evaluations_last(config.known_rounds)
+    agn_round0 = agn.evaluation_at(0)
+    agn_last = agn.evaluations_last(config.agnostic_rounds)
+    agn_end = agn.last_evaluation()
     results: dict[str, Any] = {
         "method": config.method,
         "exchanges": plan.exchanges,
         "initialises": plan.initialises,
         "dataset": config.dataset,
         "seed": config.seed,
-        "known_accuracy": extras["known_accuracy"],
-        "known_accuracy_last10": mean_last(known.accuracies),
-        "agnostic_accuracy_round0": agn.accuracies[0] if agn.accuracies else math.nan,
-        "agnostic_accuracy_last10": mean_last(agn.accuracies),
+        "known_accuracy": known_end[0],
+        "known_accuracy_server": known_end[1],
+        "known_accuracy_last10": known_last[0],
+        "known_accuracy_last10_server": known_last[1],
+        "agnostic_accuracy_round0": agn_round0[0],
+        "agnostic_accuracy_round0_server": agn_round0[1],
+        "agnostic_accuracy_last10": agn_last[0],
+        "agnostic_accuracy_last10_server": agn_last[1],
+        "agnostic_accuracy": agn_end[0],
+        "agnostic_accuracy_server": agn_end[1],
+        "known_accuracy_last10_participants": mean_last(known.accuracies),
+        "agnostic_accuracy_last10_participants": mean_last(agn.accuracies),
+        "eval_every": every,
         "upload_bytes": known.traffic.upload,
         "download_bytes": known.traffic.download,
         "full_model_upload_bytes": known.traffic.full_model_upload,
@@ -638,6 +761,12 @@ def run_federation(
         "known_round_accuracy": known.accuracies,
         "known_round_upload_bytes": known.round_uploads,
         "agnostic_round_accuracy": agn.accuracies,
+        "known_eval_rounds": known.eval_rounds,
+        "known_eval_accuracy": known.eval_accuracy,
+        "known_eval_accuracy_server": known.eval_accuracy_server,
+        "agnostic_eval_rounds": agn.eval_rounds,
+        "agnostic_eval_accuracy": agn.eval_accuracy,
+        "agnostic_eval_accuracy_server": agn.eval_accuracy_server,
         "cluster_sizes": list(plan.cluster_sizes),
         "algorithm": server.algorithm.summary(),
         "device": plan.device,

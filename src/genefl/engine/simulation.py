@@ -29,6 +29,7 @@ from genefl.engine.server import (
     RunPlan,
     ServerState,
     Transport,
+    auto_eval_every,
     cluster_signatures,
     initial_state,
     run_federation,
@@ -160,6 +161,20 @@ def model_parts(
         return {k: v.to(device) for k, v in get_params(m, layers).items()}
 
     return model, layers, initial, fresh
+
+
+def resolve_eval_every(
+    config: RunConfig, train_sizes: Sequence[int], test_sizes: Sequence[int]
+) -> int:
+    """``config.eval_every``, or for 0 (auto) :func:`~genefl.engine.server.auto_eval_every`
+    of the known clients' training and test sizes (``train_sizes``, ``test_sizes``).
+    """
+    if config.eval_every > 0:
+        return config.eval_every
+    if not train_sizes:
+        return 1
+    per_round = config.clients_per_round * sum(train_sizes) / len(train_sizes)
+    return auto_eval_every(sum(test_sizes), per_round, config.local_epochs)
 
 
 def make_algorithm(config: RunConfig, params: Any, layers: Sequence[Layer]) -> Algorithm:
@@ -305,6 +320,10 @@ def run_simulation(
         notes=list(federation.notes), device=str(sim.device), exchanges=algo_cls.exchanges,
         initialises=algo_cls.initialises, checkpoint=checkpoint, resume=resume,
         torch_device=next(iter(sim.initial.values())).device,
+        eval_every=resolve_eval_every(
+            config, [int(sim.clients[c].train.y.shape[0]) for c in sim.known_ids],
+            [int(sim.clients[c].test.y.shape[0]) for c in sim.known_ids],
+        ),
     )
     try:
         return run_federation(engine.fed, engine, plan, t0)

@@ -13,8 +13,10 @@ Messages it answers (all from :mod:`genefl.flower.server_app`):
   (round, phase, cluster, the algorithm's instructions); it runs
   :func:`~genefl.engine.client.client_update` and answers with ``upload`` (exactly the
   tensors of the layers it chose), ``masks`` for partial uploads, and ``result``;
-* ``evaluate``: the test accuracy of its own model (or of the model it would start
-  from ``received``) as ``correct`` / ``total``.
+* ``evaluate`` (after round ``config.round``'s training): the test predictions of its own
+  model (or of the model it would start from ``received``) as ``correct``, and of that
+  model overlaid with the ``server`` tensors (the server view) as ``server-correct``, out
+  of ``total``.
 """
 
 from __future__ import annotations
@@ -84,7 +86,11 @@ def make_client_app(defaults: Mapping[str, Any] | None = None) -> Any:
             })})
         elif what == "signature":
             basis = subspace_basis(side.data.pixels, side.config.signature_dim)
-            reply = RecordDict({"signature": array_record({"basis": np.asarray(basis)})})
+            reply = RecordDict({
+                "signature": array_record({"basis": np.asarray(basis)}),
+                "sizes": ConfigRecord({"num-train": int(side.data.train.y.shape[0]),
+                                       "num-test": int(side.data.test.y.shape[0])}),
+            })
         else:
             raise ValueError(f"unknown query {what!r}")
         return Message(reply, reply_to=msg)
@@ -151,19 +157,21 @@ def make_client_app(defaults: Mapping[str, Any] | None = None) -> Any:
         side = _side(context, base)
         config = msg.content["config"]
         rnd, k = int(config["round"]), int(config["cluster"])
-        kept = _store(side, context).latest(rnd)
+        kept = _store(side, context).latest(rnd + 1)  # scored after round rnd's training
         if kept is not None:
             params = kept[0]
         else:
             received = unpack(arrays(msg.content["received"]), side.device)
             ctx = _ctx(side, k, rnd, "eval", {}, {})
             params = side.algorithm.start_params(received, None, side.initial, ctx)
-        set_params(side.model, params)
         test = side.data.test
         n = int(test.y.shape[0])
+        set_params(side.model, params)
         correct = evaluate(side.model, test.x, test.y) * n
+        set_params(side.model, unpack(arrays(msg.content["server"]), side.device))
+        server_correct = evaluate(side.model, test.x, test.y) * n
         return Message(RecordDict({"result": ConfigRecord({
-            "correct": float(correct), "total": n,
+            "correct": float(correct), "server-correct": float(server_correct), "total": n,
         })}), reply_to=msg)
 
     return app

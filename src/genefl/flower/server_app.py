@@ -62,7 +62,13 @@ from genefl.engine.server import (
     run_federation,
     signature_bytes,
 )
-from genefl.engine.simulation import make_algorithm, model_parts, params_digest, resolve_device
+from genefl.engine.simulation import (
+    make_algorithm,
+    model_parts,
+    params_digest,
+    resolve_device,
+    resolve_eval_every,
+)
 from genefl.engine.wire import pack, payload_bytes, unpack
 from genefl.errors import ConfigError
 from genefl.flower.apps import array_record, arrays, require_flwr
@@ -104,6 +110,8 @@ class FlowerClients:
         self.device = torch.device("cpu")
         #: the clustering's figures (kept in checkpoints)
         self.clustering: dict[str, Any] = {}
+        #: training and test sizes each client reported with its signature
+        self.sizes: dict[int, tuple[int, int]] = {}
 
     # -- events ------------------------------------------------------------------------
     def event(self, name: str, level: int = 20, **fields: Any) -> None:
@@ -212,6 +220,9 @@ class FlowerClients:
                 self.event("client-failed", 30, client=cid, error=str(reply.error.reason))
                 continue
             out[cid] = np.asarray(arrays(reply.content["signature"])["basis"])
+            if "sizes" in reply.content:
+                sizes = reply.content["sizes"]
+                self.sizes[cid] = (int(sizes["num-train"]), int(sizes["num-test"]))
         for cid in client_ids:
             if cid not in out:
                 self.event("no-signature", 30, client=cid)
@@ -310,9 +321,13 @@ class FlowerClients:
         return ClientOutcome(upload, record, int(res["num-test"]), int(res["num-val"]))
 
     def evaluate(
-        self, client_ids: Sequence[int], received_for: Callable[[int], ParamDict]
-    ) -> tuple[float, float]:
-        """``(correct, total)`` over the clients whose nodes answer ``evaluate``."""
+        self, client_ids: Sequence[int], received_for: Callable[[int], ParamDict],
+        server_view_for: Callable[[int], ParamDict],
+    ) -> tuple[float, float, float]:
+        """``(correct, server_correct, total)`` over the clients whose nodes answer
+        ``evaluate``; the node overlays the ``server`` tensors on its model for the server
+        view.
+        """
         from flwr.app import ConfigRecord, Message, RecordDict
 
         assert self.server is not None
@@ -327,10 +342,11 @@ class FlowerClients:
                 "config": ConfigRecord({"round": self.server.round,
                                         "cluster": self.server.state.assignment[cid]}),
                 "received": array_record(pack(received_for(cid))),
+                "server": array_record(pack(server_view_for(cid))),
             })
             messages.append(Message(content, dst_node_id=node, message_type="evaluate"))
             asked[node] = cid
-        correct = total = 0.0
+        correct = server_correct = total = 0.0
         replies = self._send(messages)
         for node, cid in asked.items():
             reply = replies.get(node)
@@ -338,8 +354,9 @@ class FlowerClients:
                 self.event("evaluation-missing", 30, client=cid)
                 continue
             correct += float(reply.content["result"]["correct"])
+            server_correct += float(reply.content["result"]["server-correct"])
             total += int(reply.content["result"]["total"])
-        return correct, total
+        return correct, server_correct, total
 
     # -- checkpoints -------------------------------------------------------------------
     def runner_state_dict(self) -> dict[str, Any]:
@@ -436,6 +453,10 @@ def run_server(grid: Any, run_config: Mapping[str, Any],
             "signature_bytes_known": sum(signature_bytes(bases[c]) for c in clustered),
             "cluster_sizes": [int((labels == k).sum()) for k in range(config.clusters)],
             "clustered": clustered,
+            "eval_every": resolve_eval_every(
+                config, [runner.sizes[c][0] for c in clustered if c in runner.sizes],
+                [runner.sizes[c][1] for c in clustered if c in runner.sizes],
+            ),
         }
     server = FederationServer(
         algorithm, layers, state, config.seed,
@@ -465,6 +486,7 @@ def run_server(grid: Any, run_config: Mapping[str, Any],
         cluster_sizes=cluster_sizes, notes=notes, device=str(device),
         exchanges=algo_cls.exchanges, initialises=algo_cls.initialises,
         checkpoint=checkpoint, resume=resume, torch_device=device,
+        eval_every=int(runner.clustering["eval_every"]),
     )
     results = run_federation(server, runner, plan, t0)
     runner.event("finished", agnostic_joined=results["agnostic_joined"],

@@ -21,12 +21,15 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         ("method", str(results["method"])),
         ("dataset", str(results["dataset"])),
         ("known-client accuracy", _pct(results["known_accuracy"])),
+        ("known-client accuracy, server view", _pct(results.get("known_accuracy_server"))),
         ("upload, known phase (GB = 2^30 B)", f"{up / GIB:.6f}{share}"),
         ("download, known phase (GB)", f"{results['download_bytes'] / GIB:.6f}"),
         ("learnGene per cluster (MB = 2^20 B)", f"{results['learngene_bytes'] / MIB:.4f}"),
         ("model size (MB)", f"{results['model_bytes'] / MIB:.4f}"),
         ("agnostic accuracy, round 0", _pct(results["agnostic_accuracy_round0"])),
         ("agnostic accuracy, mean of last 10 rounds", _pct(results["agnostic_accuracy_last10"])),
+        ("agnostic accuracy, last 10 rounds, server view",
+         _pct(results.get("agnostic_accuracy_last10_server"))),
         ("wall time (s)", f"{results['wall_seconds']:.1f}"),
     ]
 
