@@ -43,10 +43,13 @@ def result(method: str, seed: int, **kw) -> dict:
         "upload_bytes": 4 * GIB,
         "download_bytes": 8 * GIB,
         "known_accuracy": 0.5,
+        "known_accuracy_server": 0.25,
         "init_bytes": 2.0 * MIB,
         "learngene_bytes": 1.0 * MIB,
         "agnostic_accuracy_round0": 0.3,
         "agnostic_accuracy_last10": 0.6,
+        "agnostic_accuracy_round0_server": 0.1,
+        "agnostic_accuracy_last10_server": 0.2,
         "model_bytes": 3 * MIB,
         "wall_seconds": 10.0,
         "known_round_accuracy": [0.1, 0.2, 0.3, 0.4],
@@ -174,8 +177,9 @@ def test_compare_csv_round_trips(runs, tmp_path):
 
 def test_known_table_cells(runs):
     headers, cells = known_table(summarise(runs))
-    assert headers == ["Method", "Exchanged", "Upload (GB)", "Accuracy (%)"]
+    assert headers == ["Method", "Exchanged", "Upload (GB)", "Accuracy (%)", "Server view (%)"]
     g, f, loc = cells
+    assert f[4] == "25.00 ± 0.00"  # the server view has its own column
     assert g[:2] == ["genefl", "learnGene layers"]
     assert g[2] == f"{1100 / GIB:.4f} ± {100 / GIB:.4f}"
     assert g[3] == "85.00 ± 5.00"
@@ -186,26 +190,29 @@ def test_known_table_cells(runs):
 def test_agnostic_table_cells(runs):
     headers, cells = agnostic_table(summarise(runs))
     assert headers == [
-        "Method", "Initialised from", "Init (MB)", "Acc. round 0 (%)", "Acc. last 10 (%)",
+        "Method", "Initialised from", "Init (MB)", "Acc. round 0 (%)", "Server view (%)",
+        "Acc. last 10 (%)", "Server view (%)",
     ]
     g, f, loc = cells
-    assert g == ["genefl", "learnGene", "2.0000 ± 1.0000", "40.00 ± 0.00", "75.00 ± 5.00"]
-    assert f == ["fedavg", "cluster model", "2.0000 ± 0.0000", "30.00 ± 0.00", "60.00 ± 0.00"]
-    assert loc == ["local", "random", "n/a", "n/a", "n/a"]
+    assert [g[i] for i in (0, 1, 2, 3, 5)] == [
+        "genefl", "learnGene", "2.0000 ± 1.0000", "40.00 ± 0.00", "75.00 ± 5.00"]
+    assert f == ["fedavg", "cluster model", "2.0000 ± 0.0000", "30.00 ± 0.00", "10.00 ± 0.00",
+                 "60.00 ± 0.00", "20.00 ± 0.00"]
+    assert [loc[i] for i in (2, 3, 5)] == ["n/a", "n/a", "n/a"]
 
 
 def test_single_repeat_shows_mean_only():
     rows = summarise({"fedlp": [result("fedlp", 3, known_accuracy=0.1234)]})
-    assert known_table(rows)[1][0][2:] == ["4.0000", "12.34"]
-    assert agnostic_table(rows)[1][0][2:] == ["2.0000", "30.00", "60.00"]
+    assert known_table(rows)[1][0][2:] == ["4.0000", "12.34", "25.00"]
+    assert agnostic_table(rows)[1][0][2:] == ["2.0000", "30.00", "10.00", "60.00", "20.00"]
 
 
 def test_markdown_and_text_tables(runs):
     headers, cells = known_table(summarise(runs))
     md = markdown_table(headers, cells).splitlines()
-    assert md[0] == "| Method | Exchanged | Upload (GB) | Accuracy (%) |"
-    assert md[1] == "| --- | --- | --- | --- |"
-    assert md[3] == "| fedavg | full model | 4.0000 ± 0.0000 | 65.00 ± 5.00 |"
+    assert md[0] == "| Method | Exchanged | Upload (GB) | Accuracy (%) | Server view (%) |"
+    assert md[1] == "| --- | --- | --- | --- | --- |"
+    assert md[3] == "| fedavg | full model | 4.0000 ± 0.0000 | 65.00 ± 5.00 | 25.00 ± 0.00 |"
     assert len(md) == 2 + 3
     text = text_table(headers, cells).splitlines()
     assert len(text) == 2 + 3 and len({len(line) for line in text[:2]}) == 1
@@ -226,7 +233,7 @@ def test_write_tables_and_format(runs, tmp_path):
         assert all(f"| {m} |" in text for m in runs)
         assert "GB = 2^30 bytes" in text and "MB = 2^20 bytes" in text
         assert "over 2 seeds" in text
-    assert "| local | random | n/a | n/a | n/a |" in agnostic
+    assert "| local | random | n/a | n/a |" in agnostic
     printed = format_tables(rows)
     assert "Tables I/II" in printed and "Tables III/IV" in printed
     assert printed.count("genefl") == 2 and "85.00 ± 5.00" in printed

@@ -134,6 +134,33 @@ def _save(fig: Figure, ax: Axes, path: Path | str) -> Path:
     return path
 
 
+def _eval_plot(
+    runs: Runs, phase: str, path: Path | str, title: str, xlabel: str, start: int,
+) -> Path:
+    """Every client of the phase scored per evaluated round, two panels: personalised and
+    server view (mean over seeds, ± std band); rounds numbered from ``start``.
+    """
+    fig = Figure(figsize=(FIGSIZE[0] * 1.6, FIGSIZE[1]), dpi=DPI)
+    axes = fig.subplots(1, 2, sharey=True)
+    views = (("", "personalised view (own models)"), ("_server", "server view"))
+    for ax, (suffix, name) in zip(axes, views):
+        ax.set_title(f"{title}: {name}")
+        ax.set_xlabel(xlabel)
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for index, (method, seeds) in enumerate(runs.items()):
+            mean, std = mean_std(100.0 * seed_matrix(seeds, f"{phase}_eval_accuracy{suffix}"))
+            rounds = list((seeds[0].get(f"{phase}_eval_rounds") or []) if seeds else [])
+            x = np.asarray(rounds[: mean.size], dtype=float) + start
+            _draw(ax, index, method, x, mean[: x.size], std[: x.size], len(seeds))
+    axes[0].set_ylabel("Test accuracy, every client (%)")
+    return _save(fig, axes[1], path)
+
+
+def _has_evaluations(runs: Runs, phase: str) -> bool:
+    return any(res.get(f"{phase}_eval_rounds") for seeds in runs.values() for res in seeds)
+
+
 def _accuracy_plot(
     runs: Runs, key: str, path: Path | str, title: str, xlabel: str, ylabel: str, start: int,
 ) -> Path:
@@ -150,7 +177,12 @@ def _accuracy_plot(
 
 
 def plot_known_accuracy(runs: Runs, path: Path | str) -> Path:
-    """Known-phase test accuracy (%) per round, rounds numbered from 1 (paper's Fig. 6)."""
+    """Known-phase test accuracy (%) of every known client per evaluated round, both views,
+    rounds numbered from 1 (paper's Fig. 6); results without those scorings: the round's
+    participants.
+    """
+    if _has_evaluations(runs, "known"):
+        return _eval_plot(runs, "known", path, "Known clients", "Round (known phase)", 1)
     return _accuracy_plot(
         runs, "known_round_accuracy", path,
         title="Known clients: test accuracy per round",
@@ -159,7 +191,13 @@ def plot_known_accuracy(runs: Runs, path: Path | str) -> Path:
 
 
 def plot_agnostic_accuracy(runs: Runs, path: Path | str) -> Path:
-    """New clients' test accuracy (%) per agnostic round, from round 0 (paper's Fig. 3)."""
+    """New clients' test accuracy (%) per evaluated agnostic round, from round 0, both
+    views (paper's Fig. 3): every agnostic client that has joined; results without those
+    scorings: the round's participants.
+    """
+    if _has_evaluations(runs, "agnostic"):
+        return _eval_plot(runs, "agnostic", path, "New clients",
+                          "Round (agnostic phase, 0 = after initialisation + one update)", 0)
     return _accuracy_plot(
         runs, "agnostic_round_accuracy", path,
         title="Agnostic clients: test accuracy per round",
