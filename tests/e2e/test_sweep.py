@@ -150,3 +150,11 @@ def test_resume_of_a_finished_run_prints_its_summary_and_exits_0(tmp_path: Path,
     printed = capsys.readouterr().out
     assert "already finished" in printed and "known-client accuracy" in printed
     assert (out / "results.json").stat().st_mtime_ns == stamp  # nothing rerun
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "studies").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_shipped_study_files_are_valid(path: Path) -> None:
+    sweep = parse_sweep(path)
+    assert sweep.repeats == 3 and sweep.cells
+    assert sweep.name == path.stem
