@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     from genefl.flower.runconfig import FlowerOptions
 
     _add_fields(init.add_argument_group("flower"), FlowerOptions, {"overwrite"})
+    _add_report_parser(sub)
     return parser
 
 
@@ -532,6 +533,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report_parser(sub: Any) -> None:
+    """``genefl report DIR [--output FILE]``."""
+    report = sub.add_parser(
+        "report", help="one self-contained HTML page (tables, plots, configuration, machine) "
+        "of a run, compare, sweep or attack directory",
+    )
+    report.add_argument("report_dir", metavar="DIR",
+                        help="the --output-dir of a genefl run, compare, sweep or attack")
+    report.add_argument("--output", metavar="FILE", default=None,
+                        help="where the page goes [default: DIR/report.html]")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the HTML page of a results directory."""
+    from genefl.report.page import detect_kind, write_report
+
+    kind = detect_kind(args.report_dir)
+    out = write_report(args.report_dir, args.output)
+    print(f"{kind} report written to {out}")
+    return 0
+
+
 def cmd_methods() -> int:
     """Print each registered method with what it exchanges."""
     from genefl.algorithms.registry import algorithm_names, get_algorithm_class
@@ -568,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_flower(args)
         if args.command == "sweep":
             return cmd_sweep(args)
+        if args.command == "report":
+            return cmd_report(args)
         return cmd_run(args)
     except GeneflError as exc:
         print(f"genefl: error: {exc}", file=sys.stderr)
