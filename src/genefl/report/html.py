@@ -68,11 +68,12 @@ def short_number(text: str) -> str:
     """A float with more than 6 significant digits shortened to 6 (``%.6g``); anything
     else (integers, words, ``12.3 ± 0.4``) as it is.
     """
-    value = _number(text.strip())
-    if value is None or not math.isfinite(value) or re.fullmatch(r"[+-]?\d+", text.strip()):
+    stripped = text.strip()
+    value = _number(stripped)
+    if value is None or not math.isfinite(value) or re.fullmatch(r"[+-]?\d+", stripped):
         return text
-    short = f"{value:.6g}"
-    return short if len(short) < len(text.strip()) else text
+    digits = re.sub(r"\D", "", re.split(r"[eE]", stripped)[0]).lstrip("0")
+    return f"{value:.6g}" if len(digits) > 6 else text
 
 
 def cell(text: Any, header: bool = False) -> str:
@@ -223,14 +224,16 @@ def _blocks(lines: list[str]) -> Iterable[tuple[str, list[str]]]:
 
 
 def markdown(text: str, base_level: int = 3) -> str:
-    """A Markdown file as HTML: headings (shifted to start at ``base_level``), pipe
-    tables, fenced code and paragraphs with ``code``/**bold**; anything else as text.
+    """A Markdown file as HTML: headings (the file's top level becomes ``base_level``),
+    pipe tables, fenced code and paragraphs with ``code``/**bold**; anything else as text.
     """
+    blocks = list(_blocks(text.splitlines()))
+    top = min((len(b[0].split(" ", 1)[0]) for k, b in blocks if k == "heading"), default=1)
     out = []
-    for kind, lines in _blocks(text.splitlines()):
+    for kind, lines in blocks:
         if kind == "heading":
             hashes, title = lines[0].split(" ", 1)
-            level = min(6, base_level + len(hashes) - 1)
+            level = min(6, base_level + len(hashes) - top)
             out.append(f"<h{level}>{inline_markdown(title.strip())}</h{level}>")
         elif kind == "table":
             out.append(table(pipe_cells(lines[0]), [pipe_cells(r) for r in lines[2:]]))
