@@ -21,7 +21,16 @@ from PIL import Image
 
 from genefl.cli import main
 from genefl.report import html
-from genefl.report.page import ReportError, build_report, detect_kind, round_series
+from genefl.report.page import (
+    ReportError,
+    build_report,
+    detect_kind,
+    find_runs,
+    group_runs,
+    load_run,
+    round_series,
+)
+from genefl.report.plots import eval_accuracy_figure
 
 TINY = [
     "--known-rounds", "2", "--agnostic-rounds", "2", "--local-epochs", "1",
@@ -122,16 +131,27 @@ def test_report_cli_error_is_one_line_naming_the_path_and_the_fix(
 
 
 def test_markdown_pipe_tables_become_html_tables_with_escaped_cells() -> None:
-    text = ("## Title with `code`\n\nSome *text* <b>raw</b>.\n\n"
-            "| a | b \\| c |\n| --- | ---: |\n| <script>x</script> | 1.23456789 |\n| short |\n")
+    text = ("## Title with `code`\n\nSome <b>raw</b> and `<i>`, **bold** <u>.\n\n"
+            "| a<br> | b \\| c |\n| --- | ---: |\n| <script>x</script> | 1.23456789 |\n| short |\n")
     out = html.markdown(text)
     assert out.count("<table>") == 1
-    assert "<th>a</th><th>b | c</th>" in out
+    assert "<th>a&lt;br&gt;</th><th>b | c</th>" in out
     assert "&lt;script&gt;x&lt;/script&gt;" in out and "<script>" not in out
-    assert "&lt;b&gt;raw&lt;/b&gt;" in out
+    assert "<p>Some &lt;b&gt;raw&lt;/b&gt; and <code>&lt;i&gt;</code>, <b>bold</b> &lt;u&gt;.</p>" \
+        in out
     assert '<td class="num" title="1.23456789">1.23457</td>' in out
     assert "<tr><td>short</td><td></td></tr>" in out  # a short row is padded
     assert "<h3>Title with <code>code</code></h3>" in out
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("0.00", "0.00"), ("0.23853211009174313", "0.238532"), ("1217136", "1217136"),
+    ("131904.0", "131904"), ("1217136.25", "1217136"), ("1.23456789e-05", "1.23457e-05"),
+    ("12.3 ± 0.4", "12.3 ± 0.4"),
+    ("n/a", "n/a"), ("genefl", "genefl"),
+])
+def test_only_numbers_with_more_than_six_digits_are_shortened(text: str, shown: str) -> None:
+    assert html.short_number(text) == shown
 
 
 def test_csv_with_ragged_rows_and_markup_is_a_table() -> None:
@@ -163,6 +183,26 @@ def test_round_series_rebuilds_the_per_round_lists_and_the_evaluations() -> None
     assert series["known_eval_accuracy"] == [0.4]
     assert series["known_eval_accuracy_server"] == [0.3]
     assert "agnostic_eval_rounds" not in series
+
+
+def test_eval_figure_draws_both_views_at_the_recorded_rounds() -> None:
+    seeds = [
+        {"known_eval_rounds": [5, 10], "known_eval_accuracy": [0.2, 0.4],
+         "known_eval_accuracy_server": [0.1, 0.3]},
+        {"known_eval_rounds": [5, 10], "known_eval_accuracy": [0.4, 0.6],
+         "known_eval_accuracy_server": [0.3, None]},
+    ]
+    runs = {"genefl": seeds, "fedavg": [{"known_eval_accuracy": [0.5]}]}
+    lines = {line.get_label(): line for line in
+             eval_accuracy_figure(runs, "known").axes[0].get_lines()}
+    assert sorted(lines) == ["fedavg (clients' models)", "genefl (clients' models)",
+                             "genefl (server model)"]
+    own, server = lines["genefl (clients' models)"], lines["genefl (server model)"]
+    assert list(own.get_xdata()) == [5, 10] and list(server.get_xdata()) == [5, 10]
+    assert list(own.get_ydata()) == pytest.approx([30.0, 50.0])  # mean over seeds, in %
+    assert list(server.get_ydata()) == pytest.approx([20.0, 30.0])  # None ignored
+    assert server.get_linestyle() == "--" and own.get_linestyle() == "-"
+    assert list(lines["fedavg (clients' models)"].get_xdata()) == [1]  # no rounds recorded
 
 
 # --------------------------------------------------------------------------- pages
@@ -219,6 +259,10 @@ def test_sweep_page_renders_its_tables_and_draws_one_line_per_cell(tmp_path: Pat
     assert "cells/lr=0.1/seed1" in page and "4 run directories" in page
     assert "lr = [0.1, 0.01]" in page
     assert "recorded by 4 runs" in page
+    grouped = group_runs(sweep, [(run, load_run(run)) for run in find_runs(sweep)])
+    assert {cell: [r["seed"] for r in seeds] for cell, seeds in grouped.items()} == {
+        "lr=0.01": [0, 1], "lr=0.1": [0, 1],
+    }
     assert len(_images(page)) == 3  # known, upload, agnostic curves, one line per cell
 
 
@@ -236,7 +280,9 @@ def test_attack_page_embeds_the_grid_and_names_the_report_machine(tmp_path: Path
     (out / "attack_config.toml").write_text('methods = "fedavg"\n')
     page = build_report(out)
     assert _images(page) == [grid]
-    assert "attack.json" in page and "random-noise" in page
+    details = "<summary>attack.json</summary><pre>[\n {\n  &quot;method&quot;: &quot;fedavg&quot;"
+    assert details in page
+    assert "random-noise" in page
     assert "machine of the report (the directory recorded none)" in page
 
 

@@ -65,15 +65,16 @@ def is_numeric(text: str) -> bool:
 
 
 def short_number(text: str) -> str:
-    """A float with more than 6 significant digits shortened to 6 (``%.6g``); anything
-    else (integers, words, ``12.3 ± 0.4``) as it is.
+    """A float with more than 6 significant digits shortened to 6 (but never to fewer
+    than its integer digits); anything else (integers, words, ``12.3 ± 0.4``) as it is.
     """
     stripped = text.strip()
     value = _number(stripped)
     if value is None or not math.isfinite(value) or re.fullmatch(r"[+-]?\d+", stripped):
         return text
     digits = re.sub(r"\D", "", re.split(r"[eE]", stripped)[0]).lstrip("0")
-    return f"{value:.6g}" if len(digits) > 6 else text
+    whole = len(str(int(abs(value)))) if abs(value) >= 1 else 0
+    return f"{value:.{max(6, whole)}g}" if len(digits) > 6 else text
 
 
 def cell(text: Any, header: bool = False) -> str:
