@@ -86,6 +86,30 @@ def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     }
 
 
+def test_a_resumed_run_replaces_what_the_interrupted_one_logged_from_its_resume_round(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (optional)")
+    from genefl.callbacks.tensorboard import TensorBoardLogger
+
+    first = TensorBoardLogger(tmp_path)
+    first.on_run_start({"resume_round": 0})
+    for r in range(4):  # killed after round 3: never closed
+        first.on_round_end(record(round=r, phase="known", accuracy=0.1 * r))
+    second = TensorBoardLogger(tmp_path)
+    second.on_run_start({"resume_round": 2})
+    for r in (2, 3, 4):
+        second.on_round_end(record(round=r, phase="known", accuracy=0.5 + 0.1 * r))
+    second.on_run_end({"known_accuracy": 0.9, "method": "fedavg", "ok": True})
+    logged = scalars(tmp_path)
+    assert logged["known/accuracy"] == [
+        (0, 0.0), (1, pytest.approx(0.1)), (2, pytest.approx(0.7)), (3, pytest.approx(0.8)),
+        (4, pytest.approx(0.9)),
+    ]
+    assert logged["results/known_accuracy"] == [(5, pytest.approx(0.9))]
+    assert "results/ok" not in logged
+
+
 @pytest.mark.e2e
 def test_run_logs_every_round_and_the_results_for_tensorboard(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard", reason="tensorboard is not installed (optional)")

@@ -349,6 +349,7 @@ def test_compare_report_renders_in_headless_chromium(compare_dir: Path, capsys) 
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)
     assert "<script" not in page and "<link" not in page and "@import" not in page
 
+    assert "recorded by 2 runs" in page  # the machine of the runs, not of the report
     seen = render(page_file)
     tables = seen["tables"]
     # the two Markdown tables, cell for cell
