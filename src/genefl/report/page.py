@@ -84,9 +84,14 @@ def detect_kind(folder: Path | str) -> str:
     """``sweep``, ``compare``, ``attack`` or ``run``, from the files in ``folder``."""
     folder = Path(folder)
     fix = "give the --output-dir of a `genefl run`, `compare`, `sweep` or `attack`"
-    if not folder.is_dir():
-        raise ReportError(f"report: {folder} is not a directory; {fix}")
-    names = _names(folder)
+    try:
+        names = _names(folder)
+    except NotADirectoryError:
+        raise ReportError(f"report: {folder} is not a directory; {fix}") from None
+    except FileNotFoundError:
+        raise ReportError(f"report: {folder} does not exist; {fix}") from None
+    except OSError as exc:
+        raise ReportError(f"report: cannot read {folder} ({exc.strerror}); {fix}") from None
     if "sweep.toml" in names or {"runs.csv", "summary.csv"} <= names:
         return "sweep"
     if "compare.csv" in names:
