@@ -25,12 +25,12 @@ from genefl.report.page import (
     ReportError,
     build_report,
     detect_kind,
+    drawn_figures,
     find_runs,
     group_runs,
     load_run,
     round_series,
 )
-from genefl.report.plots import eval_accuracy_figure
 
 TINY = [
     "--known-rounds", "2", "--agnostic-rounds", "2", "--local-epochs", "1",
@@ -79,7 +79,7 @@ def make_run(folder: Path, method: str = "genefl", seed: int = 0, evaluated: boo
         "run": {"machine": machine} if machine else {},
     }
     if evaluated:
-        results |= {"known_eval_rounds": [1, 2], "known_eval_accuracy": [0.4, 0.5],
+        results |= {"known_eval_rounds": [0, 1], "known_eval_accuracy": [0.4, 0.5],
                     "known_eval_accuracy_server": [0.3, 0.45]}
     (folder / "results.json").write_text(json.dumps(results))
     return folder
@@ -179,30 +179,30 @@ def test_round_series_rebuilds_the_per_round_lists_and_the_evaluations() -> None
     assert series["known_round_accuracy"] == [0.5, None]
     assert series["known_round_upload_bytes"] == [10.0, 20.0]
     assert series["agnostic_round_accuracy"] == [0.7]
-    assert series["known_eval_rounds"] == [2]
+    assert series["known_eval_rounds"] == [1]  # the phase round, as results.json has it
     assert series["known_eval_accuracy"] == [0.4]
     assert series["known_eval_accuracy_server"] == [0.3]
     assert "agnostic_eval_rounds" not in series
 
 
-def test_eval_figure_draws_both_views_at_the_recorded_rounds() -> None:
-    seeds = [
-        {"known_eval_rounds": [5, 10], "known_eval_accuracy": [0.2, 0.4],
-         "known_eval_accuracy_server": [0.1, 0.3]},
-        {"known_eval_rounds": [5, 10], "known_eval_accuracy": [0.4, 0.6],
-         "known_eval_accuracy_server": [0.3, None]},
-    ]
-    runs = {"genefl": seeds, "fedavg": [{"known_eval_accuracy": [0.5]}]}
-    lines = {line.get_label(): line for line in
-             eval_accuracy_figure(runs, "known").axes[0].get_lines()}
-    assert sorted(lines) == ["fedavg (clients' models)", "genefl (clients' models)",
-                             "genefl (server model)"]
-    own, server = lines["genefl (clients' models)"], lines["genefl (server model)"]
-    assert list(own.get_xdata()) == [5, 10] and list(server.get_xdata()) == [5, 10]
-    assert list(own.get_ydata()) == pytest.approx([30.0, 50.0])  # mean over seeds, in %
-    assert list(server.get_ydata()) == pytest.approx([20.0, 30.0])  # None ignored
-    assert server.get_linestyle() == "--" and own.get_linestyle() == "-"
-    assert list(lines["fedavg (clients' models)"].get_xdata()) == [1]  # no rounds recorded
+def _width(png: bytes) -> int:
+    return Image.open(io.BytesIO(png)).size[0]
+
+
+def test_scorings_of_every_client_are_drawn_in_both_views_else_the_participants() -> None:
+    plain = {"known_round_accuracy": [0.5, 0.6], "agnostic_round_accuracy": [0.7]}
+    scored = {**plain, "known_eval_rounds": [0, 1], "known_eval_accuracy": [0.4, 0.5],
+              "known_eval_accuracy_server": [0.3, None]}
+    drawn = dict(drawn_figures({"genefl": [scored]}, set()))
+    assert list(drawn) == ["known_accuracy.png", "agnostic_accuracy.png"]  # no upload data
+    single = dict(drawn_figures({"genefl": [plain]}, set()))
+    # the known figure has two panels (personalised, server) when scorings are recorded
+    assert _width(drawn["known_accuracy.png"]) > 1.4 * _width(single["known_accuracy.png"])
+    assert drawn["agnostic_accuracy.png"] == single["agnostic_accuracy.png"]
+    only_scored = {"known_eval_rounds": [0], "known_eval_accuracy": [0.4]}
+    assert list(dict(drawn_figures({"m": [only_scored]}, set()))) == ["known_accuracy.png"]
+    assert drawn_figures({"genefl": [scored]}, {"known_accuracy.png",
+                                               "agnostic_accuracy.png"}) == []
 
 
 # --------------------------------------------------------------------------- pages
@@ -215,12 +215,10 @@ def _images(page: str) -> list[bytes]:
 def test_run_page_draws_its_curves_and_shows_the_recorded_machine(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", evaluated=True, machine=MACHINE)
     page = build_report(run)
-    for name in ("known_accuracy.png", "cumulative_upload.png", "agnostic_accuracy.png",
-                 "known_eval_accuracy.png"):
+    for name in ("known_accuracy.png", "cumulative_upload.png", "agnostic_accuracy.png"):
         assert f"{name} (drawn by the report from the runs)" in page, name
-    assert "agnostic_eval_accuracy.png" not in page  # no agnostic evaluation recorded
     images = _images(page)
-    assert len(images) == 4
+    assert len(images) == 3
     for data in images:
         Image.open(io.BytesIO(data)).load()
     assert "recorded by 1 run" in page and "Test CPU 9000" in page and "abc123def456" in page
