@@ -40,19 +40,21 @@ def test_round_scalars_are_every_finite_numeric_field_but_the_step() -> None:
         "phase_round": 1.0, "participants": 5.0, "accuracy": 0.5, "train_loss": 1.25,
         "upload_bytes": 100.0, "download_bytes": 200.0, "init_bytes": 0.0,
         "cum_upload_bytes": 300.0, "diverged": 0.0, "seconds": 0.5, "dropped": 0.0,
-        "rejected": 0.0,
-    }  # no round (the step), phase, chosen layers, NaN val_accuracy or gamma None
-    assert round_scalars(record(gamma=7))["gamma"] == 7.0
+        "rejected": 0.0, "eval_clients": 0.0,
+    }  # no round (the step), phase, chosen layers, gamma None, NaN val/eval accuracies
+    scored = round_scalars(record(gamma=7, eval_accuracy=0.6, eval_accuracy_server=0.4))
+    assert scored["gamma"] == 7.0
+    assert scored["eval_accuracy"] == 0.6 and scored["eval_accuracy_server"] == 0.4
 
 
 def test_a_numeric_field_added_to_the_record_is_logged_too() -> None:
     extended = dataclasses.make_dataclass(
-        "Extended", [("eval_accuracy", float, dataclasses.field(default=0.75)),
-                     ("eval_accuracy_server", float, dataclasses.field(default=math.nan))],
+        "Extended", [("future_metric", float, dataclasses.field(default=0.75)),
+                     ("future_missing", float, dataclasses.field(default=math.nan))],
         bases=(RoundRecord,),
     )
     scalars = round_scalars(extended(**dataclasses.asdict(record())))
-    assert scalars["eval_accuracy"] == 0.75 and "eval_accuracy_server" not in scalars
+    assert scalars["future_metric"] == 0.75 and "future_missing" not in scalars
 
 
 def test_no_logger_without_the_option() -> None:
