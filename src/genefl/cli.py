@@ -22,6 +22,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"genefl: error: {message} (see `genefl {self.prog.split()[-1]} --help`)\n")
 
 
+def _add_tensorboard(parser: argparse.ArgumentParser, where: str = "") -> None:
+    """``--tensorboard DIR``: an output option (not part of the run's configuration)."""
+    parser.add_argument(
+        "--tensorboard", metavar="DIR", default=None,
+        help=f"also log every round's metrics for TensorBoard into DIR{where} (needs "
+        "`pip install tensorboard`)",
+    )
+
+
 def _add_fields(group: argparse._ArgumentGroup, cls: type, seen: set[str]) -> None:
     for f in option_fields(cls):
         if f.name in seen:
@@ -76,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run from its last checkpoint (needs no other option)",
     )
     _add_common(run, with_method=True)
+    _add_tensorboard(run)
     compare = sub.add_parser(
         "compare", help="run several methods side by side and write the paper's tables"
     )
@@ -89,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "[default: the preset's, else 1]",
     )
     _add_common(compare, with_method=False)
+    _add_tensorboard(compare, " (one folder per method and seed: DIR/<method>/seed<N>)")
     attack = sub.add_parser(
         "attack", help="iDLG gradient inversion against each method's shared layers (PSNR)"
     )
@@ -160,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     from genefl.flower.runconfig import FlowerOptions
 
     _add_fields(init.add_argument_group("flower"), FlowerOptions, {"overwrite"})
+    _add_report_parser(sub)
     return parser
 
 
@@ -167,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 _NOT_OPTIONS = (
     "command", "config", "quiet", "overwrite", "preset", "methods", "repeats", "resume",
     "images", "batch", "attack_iterations", "attack_restarts", "attack_lr", "dp_sigma2",
-    "flower_command", "app_dir", "connection",
+    "flower_command", "app_dir", "connection", "tensorboard",
 )
 
 
@@ -241,11 +253,14 @@ def _print_finished(folder: Path) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything, run (or resume), print the summary and write the files."""
     from genefl.callbacks import ClientLog, ProgressBar, ResultsJSON, RoundsCSV
+    from genefl.callbacks.tensorboard import require_tensorboard, tensorboard_loggers
     from genefl.data.datasets import load_dataset
     from genefl.engine.checkpoint import CHECKPOINT_FILE
     from genefl.engine.simulation import resolve_device, run_simulation, validate_protocol
     from genefl.report.summary import format_summary
 
+    if args.tensorboard:
+        require_tensorboard()
     if args.resume and (Path(args.resume) / "results.json").exists():
         return _print_finished(Path(args.resume))
     if args.resume:
@@ -278,6 +293,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ClientLog(out / "clients.jsonl"),
         ResultsJSON(out / "results.json"),
         ProgressBar(disable=args.quiet),
+        *tensorboard_loggers(args.tensorboard),
     ]
     results = run_simulation(
         config, params, callbacks, dataset=dataset, checkpoint=out / CHECKPOINT_FILE,
@@ -302,11 +318,14 @@ def _repeats(value: Any, source: str) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Validate every run, then run (or reuse) them and write the tables and plots."""
+    from genefl.callbacks.tensorboard import require_tensorboard, tensorboard_loggers
     from genefl.compare import COMPARE_FILES, parse_methods, plan_runs, run_comparison
     from genefl.data.datasets import load_dataset
     from genefl.engine.simulation import resolve_device, validate_protocol
     from genefl.report.compare import format_tables
 
+    if args.tensorboard:
+        require_tensorboard()
     values = _merged_values(args)
     file_methods = values.pop("methods", "all")
     file_repeats = values.pop("repeats", 1)
@@ -342,7 +361,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     print(f"comparing {', '.join(methods)} on {config.dataset} ({repeats} seed(s) each) "
           f"-> {out}/")
-    _, rows = run_comparison(plan, out, dataset, overwrite=args.overwrite, quiet=args.quiet)
+    _, rows = run_comparison(
+        plan, out, dataset, overwrite=args.overwrite, quiet=args.quiet,
+        callbacks_for=lambda c: tensorboard_loggers(args.tensorboard, c.method, f"seed{c.seed}"),
+    )
     print()
     print(format_tables(rows))
     print(f"\nwritten to {out}/: {', '.join(COMPARE_FILES)}, compare_config.toml, "
@@ -532,6 +554,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report_parser(sub: Any) -> None:
+    """``genefl report DIR [--output FILE]``."""
+    report = sub.add_parser(
+        "report", help="one self-contained HTML page (tables, plots, configuration, machine) "
+        "of a run, compare, sweep or attack directory",
+    )
+    report.add_argument("report_dir", metavar="DIR",
+                        help="the --output-dir of a genefl run, compare, sweep or attack")
+    report.add_argument("--output", metavar="FILE", default=None,
+                        help="where the page goes [default: DIR/report.html]")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the HTML page of a results directory."""
+    from genefl.report.page import detect_kind, write_report
+
+    kind = detect_kind(args.report_dir)
+    out = write_report(args.report_dir, args.output)
+    print(f"{kind} report written to {out}")
+    return 0
+
+
 def cmd_methods() -> int:
     """Print each registered method with what it exchanges."""
     from genefl.algorithms.registry import algorithm_names, get_algorithm_class
@@ -568,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_flower(args)
         if args.command == "sweep":
             return cmd_sweep(args)
+        if args.command == "report":
+            return cmd_report(args)
         return cmd_run(args)
     except GeneflError as exc:
         print(f"genefl: error: {exc}", file=sys.stderr)

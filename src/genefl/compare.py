@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from genefl.algorithms.registry import algorithm_names
-from genefl.callbacks import ClientLog, ProgressBar, ResultsJSON, RoundsCSV
+from genefl.callbacks import Callback, ClientLog, ProgressBar, ResultsJSON, RoundsCSV
 from genefl.callbacks.progress import say
 from genefl.config import RunConfig, dump_toml, resolve, resolved_dict
 from genefl.data.datasets import ImageDataset
@@ -111,10 +111,11 @@ def run_or_reuse(
     quiet: bool = False,
     log: Callable[[str], None] = say,
     label: str = "",
+    extra_callbacks: Sequence[Callback] = (),
 ) -> tuple[dict[str, Any], bool]:
     """One run in ``config.output_dir``: the stored results of a finished run with the
-    same configuration (unless ``overwrite``), else run it, resuming from its checkpoint
-    when there is one. Returns ``(results, reused)``.
+    same configuration (unless ``overwrite``), else run it (with ``extra_callbacks`` too),
+    resuming from its checkpoint when there is one. Returns ``(results, reused)``.
 
     ``dataset`` is the loaded data set, or a dict caching data sets by ``(dataset,
     data_dir, image_size, cache_dir)`` (filled as runs load them), or ``None``.
@@ -141,6 +142,7 @@ def run_or_reuse(
         ClientLog(run_dir / "clients.jsonl"),
         ResultsJSON(run_dir / "results.json"),
         ProgressBar(disable=quiet, desc=f"{config.method} s{config.seed}"),
+        *extra_callbacks,
     ]
     checkpoint = run_dir / CHECKPOINT_FILE
     resume = not overwrite and checkpoint.exists()
@@ -159,8 +161,12 @@ def run_comparison(
     overwrite: bool = False,
     quiet: bool = False,
     log: Callable[[str], None] = say,
+    callbacks_for: Callable[[RunConfig], Sequence[Callback]] = lambda config: (),
 ) -> tuple[Runs, list[dict[str, Any]]]:
     """Run (or reuse) every planned run, then write the tables, CSV and plots.
+
+    ``callbacks_for(config)`` gives extra callbacks of each run that is trained (not of a
+    reused one), e.g. TensorBoard logging.
 
     Returns ``(runs, rows)``: method -> per-seed results, and one summary row per method.
     """
@@ -168,7 +174,9 @@ def run_comparison(
     for i, (config, params) in enumerate(plan, 1):
         label = f"[{i}/{len(plan)}] {config.method} seed {config.seed}"
         t0 = time.perf_counter()
-        results, reused = run_or_reuse(config, params, dataset, overwrite, quiet, log, label)
+        results, reused = run_or_reuse(
+            config, params, dataset, overwrite, quiet, log, label, callbacks_for(config)
+        )
         if not reused:
             log(f"{label}: {brief(results)} ({time.perf_counter() - t0:.0f} s)")
         runs.setdefault(config.method, []).append(results)

@@ -2,6 +2,7 @@
 
 from genefl.callbacks.base import Callback, CallbackList, ClientRoundRecord, RoundRecord
 from genefl.callbacks.progress import ProgressBar
+from genefl.callbacks.tensorboard import TensorBoardLogger
 from genefl.callbacks.writers import ClientLog, ResultsJSON, RoundsCSV
 
 __all__ = [
@@ -13,4 +14,5 @@ __all__ = [
     "ResultsJSON",
     "RoundRecord",
     "RoundsCSV",
+    "TensorBoardLogger",
 ]

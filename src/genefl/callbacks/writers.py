@@ -110,7 +110,9 @@ class ClientLog(Callback):
 
 
 class ResultsJSON(Callback):
-    """``results.json``: the final results, plus the run info (layers, classes)."""
+    """``results.json``: the final results, plus the run info (layers, classes) and the
+    machine that finished the run (``run.machine``, see :mod:`genefl.machine`).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -120,4 +122,6 @@ class ResultsJSON(Callback):
         self.info = info
 
     def on_run_end(self, results: dict[str, Any]) -> None:  # noqa: D102
-        write_json_atomic(self.path, {**results, "run": self.info})
+        from genefl.machine import machine_info
+
+        write_json_atomic(self.path, {**results, "run": {**self.info, "machine": machine_info()}})

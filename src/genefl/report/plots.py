@@ -9,6 +9,7 @@ shaded band shows ± the population std. Missing values (NaN/None) leave gaps.
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -121,22 +122,39 @@ def _new_axes(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
     return fig, ax
 
 
-def _save(fig: Figure, ax: Axes, path: Path | str) -> Path:
-    """Legend outside on the right, tight layout, PNG at :data:`DPI`; the figure is cleared."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+#: a drawn figure and the axes its legend goes beside
+Drawn = tuple[Figure, Axes]
+
+
+def _finish(fig: Figure, ax: Axes) -> None:
+    """Legend outside on the right of ``ax``, tight layout."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
                   frameon=False)
     fig.tight_layout()
+
+
+def _save(fig: Figure, ax: Axes, path: Path | str) -> Path:
+    """Legend outside on the right, tight layout, PNG at :data:`DPI`; the figure is cleared."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _finish(fig, ax)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     fig.clear()
     return path
 
 
-def _eval_plot(
-    runs: Runs, phase: str, path: Path | str, title: str, xlabel: str, start: int,
-) -> Path:
+def figure_png(drawn: Drawn) -> bytes:
+    """A drawn figure as PNG bytes at :data:`DPI`, in memory; the figure is cleared."""
+    fig, ax = drawn
+    _finish(fig, ax)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    fig.clear()
+    return buffer.getvalue()
+
+
+def _eval_figure(runs: Runs, phase: str, title: str, xlabel: str, start: int) -> Drawn:
     """Every client of the phase scored per evaluated round, two panels: personalised and
     server view (mean over seeds, ± std band); rounds numbered from ``start``.
     """
@@ -154,59 +172,59 @@ def _eval_plot(
             x = np.asarray(rounds[: mean.size], dtype=float) + start
             _draw(ax, index, method, x, mean[: x.size], std[: x.size], len(seeds))
     axes[0].set_ylabel("Test accuracy, every client (%)")
-    return _save(fig, axes[1], path)
+    return fig, axes[1]
 
 
 def _has_evaluations(runs: Runs, phase: str) -> bool:
     return any(res.get(f"{phase}_eval_rounds") for seeds in runs.values() for res in seeds)
 
 
-def _accuracy_plot(
-    runs: Runs, key: str, path: Path | str, title: str, xlabel: str, ylabel: str, start: int,
-) -> Path:
+def _accuracy_figure(
+    runs: Runs, key: str, title: str, xlabel: str, ylabel: str, start: int,
+) -> Drawn:
     """Mean per-round accuracy (%) of every method; rounds numbered from ``start``."""
     fig, ax = _new_axes(title, xlabel, ylabel)
     for index, (method, seeds) in enumerate(runs.items()):
         mean, std = mean_std(100.0 * seed_matrix(seeds, key))
         x = np.arange(start, start + mean.size)
         _draw(ax, index, method, x, mean, std, len(seeds))
-    return _save(fig, ax, path)
+    return fig, ax
 
 
-# --------------------------------------------------------------------------- public plots
+# --------------------------------------------------------------------------- figures
 
 
-def plot_known_accuracy(runs: Runs, path: Path | str) -> Path:
+def known_accuracy_figure(runs: Runs) -> Drawn:
     """Known-phase test accuracy (%) of every known client per evaluated round, both views,
     rounds numbered from 1 (paper's Fig. 6); results without those scorings: the round's
     participants.
     """
     if _has_evaluations(runs, "known"):
-        return _eval_plot(runs, "known", path, "Known clients", "Round (known phase)", 1)
-    return _accuracy_plot(
-        runs, "known_round_accuracy", path,
+        return _eval_figure(runs, "known", "Known clients", "Round (known phase)", 1)
+    return _accuracy_figure(
+        runs, "known_round_accuracy",
         title="Known clients: test accuracy per round",
         xlabel="Round (known phase)", ylabel="Test accuracy (%)", start=1,
     )
 
 
-def plot_agnostic_accuracy(runs: Runs, path: Path | str) -> Path:
+def agnostic_accuracy_figure(runs: Runs) -> Drawn:
     """New clients' test accuracy (%) per evaluated agnostic round, from round 0, both
     views (paper's Fig. 3): every agnostic client that has joined; results without those
     scorings: the round's participants.
     """
     if _has_evaluations(runs, "agnostic"):
-        return _eval_plot(runs, "agnostic", path, "New clients",
-                          "Round (agnostic phase, 0 = after initialisation + one update)", 0)
-    return _accuracy_plot(
-        runs, "agnostic_round_accuracy", path,
+        return _eval_figure(runs, "agnostic", "New clients",
+                            "Round (agnostic phase, 0 = after initialisation + one update)", 0)
+    return _accuracy_figure(
+        runs, "agnostic_round_accuracy",
         title="Agnostic clients: test accuracy per round",
         xlabel="Round (agnostic phase, 0 = after initialisation + one local update)",
         ylabel="Test accuracy of new clients (%)", start=0,
     )
 
 
-def plot_cumulative_upload(runs: Runs, path: Path | str) -> Path:
+def cumulative_upload_figure(runs: Runs) -> Drawn:
     """Cumulative known-phase upload per round in MB or GB, whichever fits (paper's Fig. 5)."""
     curves = {method: cumulative_upload(seeds) for method, seeds in runs.items()}
     peak = max((float(np.max(c)) for c in curves.values() if c.size), default=0.0)
@@ -218,7 +236,25 @@ def plot_cumulative_upload(runs: Runs, path: Path | str) -> Path:
         mean, std = mean_std(curves[method] / scale)
         x = np.arange(1, 1 + mean.size)
         _draw(ax, index, method, x, mean, std, len(seeds))
-    return _save(fig, ax, path)
+    return fig, ax
+
+
+# --------------------------------------------------------------------------- public plots
+
+
+def plot_known_accuracy(runs: Runs, path: Path | str) -> Path:
+    """Write :func:`known_accuracy_figure` to ``path``."""
+    return _save(*known_accuracy_figure(runs), path)
+
+
+def plot_agnostic_accuracy(runs: Runs, path: Path | str) -> Path:
+    """Write :func:`agnostic_accuracy_figure` to ``path``."""
+    return _save(*agnostic_accuracy_figure(runs), path)
+
+
+def plot_cumulative_upload(runs: Runs, path: Path | str) -> Path:
+    """Write :func:`cumulative_upload_figure` to ``path``."""
+    return _save(*cumulative_upload_figure(runs), path)
 
 
 def write_plots(runs: Runs, out_dir: Path | str) -> list[Path]:
