@@ -289,6 +289,10 @@ def run_simulation(
         "config": resolved_dict(config, params),
         "device": str(sim.device),
         "layers": [layer.name for layer in sim.layers],
+        "layer_table": [  # kind and size of every layer (``genefl learngene``)
+            {"name": la.name, "kind": la.kind, "params": la.param_numel, "bytes": la.nbytes}
+            for la in sim.layers
+        ],
         "model_bytes": engine.model_bytes,
         "initial_weights_sha256": params_digest(sim.initial),
         "known_classes": list(federation.known_classes),
