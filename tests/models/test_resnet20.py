@@ -13,7 +13,7 @@ from genefl.config import resolve
 from genefl.engine.simulation import run_simulation
 from genefl.method.fisher import fisher_diagonal
 from genefl.models import build_model, list_layers
-from genefl.models.layers import head_layer, is_shortcut
+from genefl.models.layers import head_layer, is_shortcut, layer_table
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,11 @@ def test_layer_list(model: nn.Module) -> None:
     # + linear (1) = 43; BN right after every convolution
     assert [layer.kind for layer in layers] == ["conv", "norm"] * 21 + ["linear"]
     assert head_layer(layers) == "linear"
+    # the rows results.json keeps for `genefl learngene`: BN = weight, bias + 2 statistics
+    assert layer_table(layers)[:2] == [
+        {"name": "conv1", "kind": "conv", "params": 3 * 16 * 9, "bytes": 4 * 3 * 16 * 9},
+        {"name": "bn1", "kind": "norm", "params": 2 * 16, "bytes": 4 * 4 * 16},
+    ]
     assert [layer.name for layer in layers if is_shortcut(layer)] == [
         "layer2.0.shortcut.0", "layer2.0.shortcut.1",
         "layer3.0.shortcut.0", "layer3.0.shortcut.1",

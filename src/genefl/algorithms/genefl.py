@@ -133,6 +133,14 @@ class GeneFLParams:
     fisher_chunk: int = option(128, "samples per vectorised Fisher chunk", minimum=1)
 
 
+def gamma_bounds(params: GeneFLParams, num_layers: int) -> tuple[int, int]:
+    """The schedule's start and floor in layers: ``ceil(share * num_layers)``, at least 1,
+    the floor never above the start.
+    """
+    start = max(1, math.ceil(params.gamma_start * num_layers))
+    return start, min(start, max(1, math.ceil(params.gamma_floor * num_layers)))
+
+
 class GeneFLObjective(LocalObjective):
     """``lambda1 L_gen + lambda2 L_elg`` around the received cluster model."""
 
@@ -181,9 +189,7 @@ class GeneFL(Algorithm):
 
     def __init__(self, params: GeneFLParams, layers: Sequence[Layer], num_clusters: int) -> None:
         super().__init__(params, layers, num_clusters)
-        n = len(self.layers)
-        start = max(1, math.ceil(params.gamma_start * n))
-        floor = min(start, max(1, math.ceil(params.gamma_floor * n)))
+        start, floor = gamma_bounds(params, len(self.layers))
         self.schedule = GammaSchedule(
             start, floor, params.gamma_step, params.gamma_tolerance,
             params.gamma_patience, params.gamma_window,
