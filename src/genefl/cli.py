@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("methods", help="list the registered methods")
     sub.add_parser("models", help="list the registered models (--model)")
+    learngene = sub.add_parser(
+        "learngene", help="which layers a finished run uploaded per gamma and kept as its "
+        "learnGene, with their share of the model's bytes (writes learngene.md/.csv)",
+    )
+    learngene.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's output directory")
     flower = sub.add_parser("flower", help="run genefl as a Flower federation (needs the "
                             "flower extra)")
     flower_sub = flower.add_subparsers(dest="flower_command", required=True,
@@ -595,6 +600,15 @@ def cmd_models() -> int:
     return 0
 
 
+def cmd_learngene(args: argparse.Namespace) -> int:
+    """Print and write the learnGene composition of a finished run."""
+    from genefl.report.learngene import LEARNGENE_FILES, write_report
+
+    print(write_report(Path(args.run_dir)), end="")
+    print(f"\nwritten to {args.run_dir}/: {', '.join(LEARNGENE_FILES)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``genefl`` console script."""
     parser = build_parser()
@@ -604,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_methods()
         if args.command == "models":
             return cmd_models()
+        if args.command == "learngene":
+            return cmd_learngene(args)
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "attack":

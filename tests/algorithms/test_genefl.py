@@ -397,6 +397,37 @@ def test_local_objective_penalty_equals_reference(
     )
 
 
+def test_elastic_pull_on_every_parameter_without_the_fisher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``elg_mask="all"`` (the ablation without the Fisher mask): ``M = 1`` everywhere, so
+    ``L_elg = ||theta - Theta||`` over every received parameter; the Fisher is never
+    computed and the whole model counts as constrained."""
+    import genefl.algorithms.genefl as genefl_module
+
+    def no_fisher(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the Fisher was computed")
+
+    monkeypatch.setattr(genefl_module, "fisher_diagonal", no_fisher)
+    lambda1, lambda2, received_layers = 0.3, 2.0, ["1", "4"]
+    model = _tiny_model()
+    alg = _genefl(model, lambda1=lambda1, lambda2=lambda2, elg_mask="all")
+    received = _perturbed(model, received_layers)
+    objective = alg.local_objective(model, _data(), received, _ctx())
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    ones = {k: torch.ones_like(v) for k, v in params.items()}
+    smooth, elastic, _ = _reference_terms(params, received, ones, received_layers,
+                                          "layer-norm", "norm")
+    diff_sq = sum(float(((params[n] - received[n]) ** 2).sum())
+                  for layer in received_layers for n in LAYER_PARAMS[layer])
+    assert elastic == pytest.approx(math.sqrt(diff_sq))  # the plain distance, no mask
+    penalty = objective.penalty(model)
+    assert float(penalty.detach()) == pytest.approx(lambda1 * smooth + lambda2 * elastic,
+                                                    rel=1e-9)
+    assert objective.metrics()["fisher_constrained_share"] == 1.0
+    assert GeneFLParams().elg_mask == "fisher"  # the paper's mask stays the default
+
+
 def test_penalty_has_zero_gradient_at_the_cluster_model() -> None:
     """A client that starts from the cluster model: both plain norms are 0 there and their
     subgradient is 0 (no NaN from the norm's kink)."""

@@ -8,8 +8,9 @@ model (Eq. 4, plain norms: every layer pulled with force ``lambda1``) and
 ``L_elg = ||1[F_hat > epsilon] * (theta - Theta_k)||_2`` pulls the high-Fisher entries
 (``F_hat`` min-max normalised over the whole model, Eq. 6); then score each layer by how
 little it moved and upload the top-``gamma`` layers (the client's learnGene). The squared
-forms, a whole-model ``L_gen`` and per-layer Fisher normalisation are options
-(``--gen-loss``, ``--elg-loss``, ``--fisher-norm``).
+forms, a whole-model ``L_gen``, per-layer Fisher normalisation and an elastic pull on every
+parameter (no Fisher mask, for the ablation) are options (``--gen-loss``, ``--elg-loss``,
+``--fisher-norm``, ``--elg-mask``).
 
 Server (Algorithm 2): average per layer over the uploads carrying it; lower ``gamma``
 while validation accuracy holds (:class:`~genefl.method.condense.GammaSchedule`); the
@@ -58,7 +59,13 @@ from genefl.method.fisher import (
     minmax_normalise,
     minmax_normalise_per_layer,
 )
-from genefl.method.losses import ELG_LOSSES, GEN_LOSSES, elastic_loss, smooth_loss
+from genefl.method.losses import (
+    ELG_LOSSES,
+    ELG_MASKS,
+    GEN_LOSSES,
+    elastic_loss,
+    smooth_loss,
+)
 from genefl.models.layers import Layer, head_layer
 from genefl.options import option
 
@@ -82,6 +89,11 @@ class GeneFLParams:
     fisher_norm: str = option(
         "model", "Fisher min-max normalisation to F_hat: over the whole model (Eq. 6) or "
         "per layer", choices=("model", "layer"),
+    )
+    elg_mask: str = option(
+        "fisher", "entries under the elastic pull L_elg: fisher = the high-Fisher entries "
+        "1[F_hat > epsilon] (paper); all = every parameter, no Fisher computed (ablation: "
+        "GENE-FL without the Fisher mask)", choices=ELG_MASKS,
     )
     layer_score: str = option(
         "paper", "layer score: paper = cos/numel (Eq. 9), cosine, l1, l2",
@@ -119,6 +131,14 @@ class GeneFLParams:
         "(SPEC §5: by default the head is fresh, its classes are new)",
     )
     fisher_chunk: int = option(128, "samples per vectorised Fisher chunk", minimum=1)
+
+
+def gamma_bounds(params: GeneFLParams, num_layers: int) -> tuple[int, int]:
+    """The schedule's start and floor in layers: ``ceil(share * num_layers)``, at least 1,
+    the floor never above the start.
+    """
+    start = max(1, math.ceil(params.gamma_start * num_layers))
+    return start, min(start, max(1, math.ceil(params.gamma_floor * num_layers)))
 
 
 class GeneFLObjective(LocalObjective):
@@ -169,9 +189,7 @@ class GeneFL(Algorithm):
 
     def __init__(self, params: GeneFLParams, layers: Sequence[Layer], num_clusters: int) -> None:
         super().__init__(params, layers, num_clusters)
-        n = len(self.layers)
-        start = max(1, math.ceil(params.gamma_start * n))
-        floor = min(start, max(1, math.ceil(params.gamma_floor * n)))
+        start, floor = gamma_bounds(params, len(self.layers))
         self.schedule = GammaSchedule(
             start, floor, params.gamma_step, params.gamma_tolerance,
             params.gamma_patience, params.gamma_window,
@@ -245,23 +263,37 @@ class GeneFL(Algorithm):
     ) -> LocalObjective:
         """Fisher mask at ``theta_prev`` (the start model) and the two regularisers."""
         p = self.params
-        fisher = fisher_diagonal(model, data.x, data.y, chunk_size=p.fisher_chunk)
         groups = [list(layer.param_names) for layer in self.layers]
-        if p.fisher_norm == "layer":
-            fisher_hat = minmax_normalise_per_layer(fisher, groups)
-        else:
-            fisher_hat = minmax_normalise(fisher)
-        masks = fisher_mask(fisher_hat, p.epsilon)
-        total = sum(m.numel() for m in masks.values())
-        constrained = sum(float(m.sum()) for m in masks.values())
-        masks = {k: m for k, m in masks.items() if k in received and bool(m.any())}
+        every = self._elastic_masks(model, data, groups)
+        total = sum(m.numel() for m in every.values())
+        constrained = sum(float(m.sum()) for m in every.values())
+        masks = {k: m for k, m in every.items() if k in received and bool(m.any())}
         groups = [[n for n in g if n in received] for g in groups]
         groups = [g for g in groups if g]
-        anchor = {k: v for k, v in received.items() if k in fisher}
+        anchor = {k: v for k, v in received.items() if k in every}
         return GeneFLObjective(
             anchor, groups, masks, p.lambda1, p.lambda2, constrained / max(total, 1),
             p.gen_loss, p.elg_loss,
         )
+
+    def _elastic_masks(
+        self, model: nn.Module, data: ClientData, groups: Sequence[Sequence[str]]
+    ) -> dict[str, torch.Tensor]:
+        """``M`` per trainable parameter: ``1[F_hat > epsilon]`` from the Fisher at the
+        start model, or all ones (``elg_mask="all"``, the Fisher is then not computed).
+        """
+        p = self.params
+        if p.elg_mask == "all":
+            return {
+                n: torch.ones_like(t.detach()) for n, t in model.named_parameters()
+                if t.requires_grad
+            }
+        fisher = fisher_diagonal(model, data.x, data.y, chunk_size=p.fisher_chunk)
+        if p.fisher_norm == "layer":
+            fisher_hat = minmax_normalise_per_layer(fisher, groups)
+        else:
+            fisher_hat = minmax_normalise(fisher)
+        return fisher_mask(fisher_hat, p.epsilon)
 
     def select_upload(
         self,

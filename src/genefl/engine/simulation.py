@@ -38,7 +38,7 @@ from genefl.engine.store import ClientStore, DiskClientStore
 from genefl.errors import ConfigError
 from genefl.method.cluster import subspace_basis
 from genefl.models import build_model, get_params, list_layers
-from genefl.models.layers import Layer
+from genefl.models.layers import Layer, layer_table
 from genefl.seeding import numpy_rng, torch_generator
 from genefl.types import ParamDict
 
@@ -304,6 +304,7 @@ def run_simulation(
         "config": resolved_dict(config, params),
         "device": str(sim.device),
         "layers": [layer.name for layer in sim.layers],
+        "layer_table": layer_table(sim.layers),  # kinds and sizes (``genefl learngene``)
         "model_bytes": engine.model_bytes,
         "initial_weights_sha256": params_digest(sim.initial),
         "known_classes": list(federation.known_classes),

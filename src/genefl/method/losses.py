@@ -22,6 +22,8 @@ import torch
 GEN_LOSSES = ("layer-norm", "squared", "model-norm")
 #: ``L_elg`` forms: plain norm of the masked difference (default) or its square
 ELG_LOSSES = ("norm", "squared")
+#: ``L_elg`` masks: the high-Fisher entries (paper, default) or every parameter (ablation)
+ELG_MASKS = ("fisher", "all")
 
 
 def safe_norm(squared: torch.Tensor) -> torch.Tensor:

@@ -19,11 +19,12 @@ from genefl.models.registry import (
     model_names,
     register_model,
 )
-from genefl.models.resnet import ResNet18
+from genefl.models.resnet import ResNet18, ResNet20
 
 __all__ = [
     "Layer",
     "ResNet18",
+    "ResNet20",
     "SmallCNN",
     "build_model",
     "get_model_builder",

@@ -150,6 +150,14 @@ def model_nbytes(layers: Iterable[Layer]) -> int:
     return sum(layer.nbytes for layer in layers)
 
 
+def layer_table(layers: Iterable[Layer]) -> list[dict[str, int | str]]:
+    """Every layer's name, kind, parameter count and wire bytes, as plain JSON rows."""
+    return [
+        {"name": la.name, "kind": la.kind, "params": la.param_numel, "bytes": la.nbytes}
+        for la in layers
+    ]
+
+
 def head_layer(layers: Sequence[Layer]) -> str:
     """Name of the classifier head: the last linear layer in model order."""
     for layer in reversed(layers):
