@@ -23,8 +23,8 @@ ATTACKS = ("idlg", "ig")
 
 #: the total-variation weight of Inverting Gradients when ``--ig-tv`` is not given, by
 #: data set (how these were chosen: docs/privacy.md); other sets take ``DEFAULT_TV``
-TV_BY_DATASET = {"digits": 1e-3, "fashion-mnist": 1e-3}
-DEFAULT_TV = 1e-3
+TV_BY_DATASET = {"digits": 1e-2, "fashion-mnist": 1e-2}
+DEFAULT_TV = 1e-2
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class AttackOptions:
     )
     idlg_lr: float = option(1.0, "iDLG: L-BFGS step size", minimum=0, exclusive_min=True)
     idlg_restarts: int = option(
-        4, "iDLG: random starts per victim gradient; the one whose gradient matches best "
+        2, "iDLG: random starts per victim gradient; the one whose gradient matches best "
         "is kept (no ground truth)", minimum=1,
     )
     ig_iterations: int = option(
@@ -80,7 +80,7 @@ class AttackOptions:
         + f", others {DEFAULT_TV:g}; see docs/privacy.md)", minimum=0,
     )
     ig_restarts: int = option(
-        2, "Inverting Gradients: random starts per victim gradient; the one whose gradient "
+        1, "Inverting Gradients: random starts per victim gradient; the one whose gradient "
         "matches best (cosine) is kept (no ground truth)", minimum=1,
     )
     recognisable_psnr: float = option(
