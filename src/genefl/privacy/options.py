@@ -45,7 +45,7 @@ class AttackOptions:
         "prior, signed Adam) or both", choices=("idlg", "ig", "both"),
     )
     attack_rounds: str = option(
-        "1,middle,last", "known rounds after which the victims are attacked, comma-"
+        "1,last", "known rounds after which the victims are attacked, comma-"
         "separated: numbers from 1, 'middle' (half of --known-rounds, rounded up) and "
         "'last'; one training run per method serves every round",
     )
