@@ -18,7 +18,7 @@ Beyond iDLG: the optimisation stops early once the best loss has stalled (no rel
 improvement of 1e-4 in 25 steps; L-BFGS with a fixed step often stalls for good in a
 local minimum), so a 300-step budget is not spent waiting, and a diverging run keeps its
 best point instead of ending at NaN; and the attacker keeps the best of several random
-starts by matching loss (default 4; it needs no ground truth to choose). Both only make
+starts by matching loss (``restarts``; it needs no ground truth to choose). Both only make
 the attacker stronger.
 
 The model is evaluated in ``eval`` mode (normalisation layers use their running
