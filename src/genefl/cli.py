@@ -101,41 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(compare, with_method=False)
     _add_tensorboard(compare, " (one folder per method and seed: DIR/<method>/seed<N>)")
     attack = sub.add_parser(
-        "attack", help="iDLG gradient inversion against each method's shared layers (PSNR)"
+        "attack", help="gradient inversion (iDLG, Inverting Gradients) against each method's "
+        "shared layers, by training round (PSNR, SSIM, recognisable share)",
     )
-    attack.add_argument(
-        "--methods", default=None,
-        help="'all' (fedavg,fedavg-dp,parfed,fedlg,genefl) or a comma-separated list of "
-        "methods, each optionally with '-dp' (Gaussian noise on the shared gradient) "
-        "[default: all]",
-    )
-    attack.add_argument(
-        "--images", default=None, metavar="INT",
-        help="victim gradients attacked per method [>= 1; default: 4]",
-    )
-    attack.add_argument(
-        "--batch", default=None, metavar="INT",
-        help="images per victim gradient (1 = iDLG's setting; larger batches infer labels "
-        "assuming they are distinct) [>= 1; default: 1]",
-    )
-    attack.add_argument(
-        "--attack-iterations", default=None, metavar="INT",
-        help="L-BFGS steps of the inversion (each up to 20 evaluations) [>= 1; default: 300]",
-    )
-    attack.add_argument(
-        "--attack-restarts", default=None, metavar="INT",
-        help="random starts per victim gradient; the one whose gradient matches best is kept "
-        "(1 = iDLG's single start) [>= 1; default: 4]",
-    )
-    attack.add_argument(
-        "--attack-lr", default=None, metavar="FLOAT",
-        help="L-BFGS step size [> 0; default: 1]",
-    )
-    attack.add_argument(
-        "--dp-sigma2", default=None, metavar="FLOAT",
-        help="variance of the Gaussian noise added to the shared gradient by '<method>-dp' "
-        "[> 0; default: 0.001]",
-    )
+    from genefl.privacy.options import AttackOptions
+
+    _add_fields(attack.add_argument_group("attack"), AttackOptions, set())
     _add_common(attack, with_method=False)
     sweep = sub.add_parser(
         "sweep", help="run a grid of options x seeds from a sweep file (resumable) and "
@@ -183,7 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
 #: keys of the command line that are not run options
 _NOT_OPTIONS = (
     "command", "config", "quiet", "overwrite", "preset", "methods", "repeats", "resume",
-    "images", "batch", "attack_iterations", "attack_restarts", "attack_lr", "dp_sigma2",
     "flower_command", "app_dir", "connection", "tensorboard",
 )
 
@@ -377,146 +347,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _number(value: Any, name: str, kind: type, minimum: float, exclusive: bool = False) -> Any:
-    """``value`` as ``kind`` with a lower bound, or a ConfigError naming ``--name``."""
-    try:
-        number = kind(value)
-        if kind is int and (isinstance(value, float) or str(value).strip() != str(number)):
-            raise ValueError
-        if number != number or number in (float("inf"), float("-inf")):
-            raise ValueError
-        if number < minimum or (exclusive and number == minimum):
-            raise ValueError
-    except (TypeError, ValueError):
-        bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
-        what = "an integer" if kind is int else "a number"
-        raise ConfigError(f"--{name} must be {what} {bound}; got {value!r}") from None
-    return number
-
-
-def _given(value: Any, default: Any) -> Any:
-    """``value`` unless it was not given (``None``)."""
-    return default if value is None else value
-
-
 def cmd_attack(args: argparse.Namespace) -> int:
-    """Validate, train each method's known phase, attack it, write table, CSV and grid."""
-    from genefl.compare import plan_runs
-    from genefl.data.datasets import load_dataset
-    from genefl.engine.simulation import resolve_device, validate_protocol
-    from genefl.privacy.experiment import (
-        AttackOptions,
-        base_method,
-        parse_attack_methods,
-        run_attack,
-    )
-    from genefl.privacy.idlg import AttackSettings
-    from genefl.report.attack import ATTACK_FILES, format_attack_table, write_attack_report
+    """Read the attack's and the run's options, run the study, print the table."""
+    from genefl.options import build, option_fields
+    from genefl.privacy.options import AttackOptions
+    from genefl.privacy.study import run_attack_study
+    from genefl.report.attack import ATTACK_FILES, format_attack_table
 
     values = _merged_values(args)
-    file_methods = values.pop("methods", "all")
+    if hasattr(args, "methods"):
+        values["methods"] = args.methods
     values.pop("repeats", None)
-    attack_values = {
-        key: values.pop(key, None)
-        for key in (
-            "images", "batch", "attack_iterations", "attack_restarts", "attack_lr", "dp_sigma2"
-        )
-    }
-    for key in attack_values:
-        if getattr(args, key, None) is not None:
-            attack_values[key] = getattr(args, key)
-    methods = parse_attack_methods(args.methods if args.methods is not None else file_methods)
-    defaults = AttackOptions()
-    options = AttackOptions(
-        images=_number(_given(attack_values["images"], defaults.images), "images", int, 1),
-        batch=_number(_given(attack_values["batch"], defaults.batch), "batch", int, 1),
-        dp_sigma2=_number(
-            _given(attack_values["dp_sigma2"], defaults.dp_sigma2), "dp-sigma2", float, 0, True
-        ),
-        settings=AttackSettings(
-            iterations=_number(
-                _given(attack_values["attack_iterations"], defaults.settings.iterations),
-                "attack-iterations", int, 1,
-            ),
-            restarts=_number(
-                _given(attack_values["attack_restarts"], defaults.settings.restarts),
-                "attack-restarts", int, 1,
-            ),
-            lr=_number(
-                _given(attack_values["attack_lr"], defaults.settings.lr), "attack-lr", float,
-                0, True,
-            ),
-        ),
-    )
+    names = {f.name for f in option_fields(AttackOptions)}
+    options = build(AttackOptions, {k: values.pop(k) for k in list(values) if k in names},
+                    _source(args))
     dataset_name = values.get("dataset", RunConfig.dataset)
     out = Path(
-        values.get("output_dir")
+        values.pop("output_dir", None)
         or Path("runs") / f"attack-{dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    values.pop("output_dir", None)
-    bases = list(dict.fromkeys(base_method(m) for m in methods))
-    plan = dict(zip(bases, plan_runs(values, bases, 1, out, _source(args))))
-    config = next(iter(plan.values()))[0]
-    resolve_device(config.device)
-    dataset = load_dataset(
-        config.dataset, config.data_dir, config.image_size, config.cache_dir
-    )  # missing/corrupt files fail here
-    validate_protocol(config, dataset)
-    num_classes = dataset.num_classes // 2 + dataset.num_classes % 2
-    if options.batch > num_classes:
-        raise ConfigError(
-            f"--batch {options.batch}: label inference needs distinct labels, and a known "
-            f"client holds at most {num_classes} classes; choose --batch <= {num_classes}"
-        )
-    if (out / "attack.csv").exists() and not args.overwrite:
-        raise ConfigError(
-            f"--output-dir {out} already holds attack.csv; choose another directory or pass "
-            "--overwrite"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--output-dir {out}: cannot create it ({exc.strerror})") from exc
-    (out / "attack_config.toml").write_text(
-        "# resolved configuration of this attack\n"
-        + dump_toml({
-            "preset": args.preset, "methods": ",".join(methods), "images": options.images,
-            "batch": options.batch, "attack_iterations": options.settings.iterations,
-            "attack_restarts": options.settings.restarts,
-            "attack_lr": options.settings.lr, "dp_sigma2": options.dp_sigma2,
-            **{k: v for k, v in resolved_dict(config, plan[bases[0]][1]).items()
-               if k not in ("method", "output_dir")},
-        })
+    study = run_attack_study(
+        options, values, output_dir=out, overwrite=args.overwrite, source=_source(args),
+        preset=args.preset, quiet=args.quiet,
     )
-    print(f"attacking {', '.join(methods)} on {config.dataset}: {options.images} victim "
-          f"gradient(s) of {options.batch} image(s) each, after {config.known_rounds} known "
-          f"rounds -> {out}/")
-
-    def callbacks_for(method: str) -> list:
-        from genefl.callbacks import ProgressBar
-
-        return [ProgressBar(disable=args.quiet, desc=f"{method} training")]
-
-    preamble = (
-        f"{config.dataset}, {config.model}, seed {config.seed}; victims after "
-        f"{config.known_rounds} known rounds; {options.images} x {options.batch} image(s); "
-        f"L-BFGS {options.settings.iterations} steps, lr {options.settings.lr:g}, best of "
-        f"{options.settings.restarts} random start(s)."
-    )
-
-    def write_partial(done: list) -> None:  # files hold every finished method
-        write_attack_report(done, config.seed, out, preamble)
-
-    attacks = run_attack(
-        plan, methods, dataset, options, callbacks_for, progress=not args.quiet,
-        on_method_done=write_partial,
-    )
-    rows = write_attack_report(attacks, config.seed, out, preamble)
     print()
-    print(format_attack_table(rows))
-    for a in attacks:
+    print(format_attack_table(study.rows))
+    for a in study.attacks:
         if a.note:
-            print(f"note: {a.method}: {a.note}")
+            print(f"note: {a.method} round {a.round} {a.attack}: {a.note}")
     print(f"\nwritten to {out}/: {', '.join(ATTACK_FILES)}, attack_config.toml")
     return 0
 

@@ -11,14 +11,9 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from genefl.models import build_model, get_params, list_layers
-from genefl.privacy.idlg import (
-    AttackSettings,
-    infer_labels,
-    invert_gradients,
-    matching_loss,
-    parameter_gradients,
-    psnr,
-)
+from genefl.privacy.gradients import infer_labels, parameter_gradients
+from genefl.privacy.idlg import IDLGSettings, matching_loss, reconstruct_idlg
+from genefl.privacy.metrics import psnr
 from genefl.privacy.observe import attacker_params, observed_gradients, shared_parameter_names
 
 MEAN, STD = 0.3, 0.4
@@ -105,9 +100,9 @@ def test_all_layers_shared_recovers_label_and_image() -> None:
     names = [n for n, _ in model.named_parameters()]
     observed = true_gradients(model, names, x, y)
     labels = infer_labels(observed["7.weight"], 1)
-    recon = invert_gradients(
+    recon = reconstruct_idlg(
         model, observed, (1, 1, 8, 8), 10, normalise, torch.Generator().manual_seed(1), labels,
-        settings=AttackSettings(iterations=50, restarts=1),
+        settings=IDLGSettings(iterations=50, restarts=1),
     )
     assert recon.labels.tolist() == y.tolist() and recon.labels_inferred
     # measured: ~119 dB (the gradient is matched to 1e-12) against ~6 dB for noise
@@ -120,9 +115,9 @@ def test_soft_labels_are_optimised_when_the_head_is_not_seen() -> None:
     x, y = digit(5)
     names = [n for n, _ in model.named_parameters()]
     observed = true_gradients(model, names, x, y)
-    recon = invert_gradients(
+    recon = reconstruct_idlg(
         model, observed, (1, 1, 8, 8), 10, normalise, torch.Generator().manual_seed(0), None,
-        settings=AttackSettings(iterations=30, restarts=1),
+        settings=IDLGSettings(iterations=30, restarts=1),
     )
     assert not recon.labels_inferred
     assert recon.labels.shape == (1,) and 0 <= int(recon.labels[0]) < 10
@@ -154,10 +149,10 @@ def test_resnet18_inversion_runs_on_one_image_and_a_batch() -> None:
     observed = true_gradients(model, names, x, y)
     assert sorted(infer_labels(observed[head], 2).tolist()) == [3, 7]
     for batch in (1, 2):
-        recon = invert_gradients(
+        recon = reconstruct_idlg(
             model, true_gradients(model, names, x[:batch], y[:batch]), (batch, 3, 32, 32), 10,
             normalise, torch.Generator().manual_seed(2), y[:batch],
-            settings=AttackSettings(iterations=1, max_eval_per_step=2, restarts=2),
+            settings=IDLGSettings(iterations=1, max_eval_per_step=2, restarts=2),
         )
         assert recon.images.shape == (batch, 3, 32, 32) and recon.steps == 2
         assert math.isfinite(recon.loss)

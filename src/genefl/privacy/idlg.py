@@ -18,7 +18,7 @@ Beyond iDLG: the optimisation stops early once the best loss has stalled (no rel
 improvement of 1e-4 in 25 steps; L-BFGS with a fixed step often stalls for good in a
 local minimum), so a 300-step budget is not spent waiting, and a diverging run keeps its
 best point instead of ending at NaN; and the attacker keeps the best of several random
-starts by matching loss (default 4; it needs no ground truth to choose). Both only make
+starts by matching loss (``restarts``; it needs no ground truth to choose). Both only make
 the attacker stronger.
 
 The model is evaluated in ``eval`` mode (normalisation layers use their running
@@ -32,12 +32,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from genefl.privacy.gradients import Reconstruction, parameter_gradients
 
 
 @dataclass(frozen=True)
-class AttackSettings:
+class IDLGSettings:
     """L-BFGS settings of the inversion (iDLG's defaults: lr 1, 300 steps of up to 20
     function evaluations each).
     """
@@ -56,58 +57,6 @@ class AttackSettings:
     #: independent random starts; the one with the lowest matching loss is kept (the
     #: server needs no ground truth to choose, so this only strengthens the attacker)
     restarts: int = 4
-
-
-@dataclass(frozen=True)
-class Reconstruction:
-    """Result of one inversion: ``images`` ``(B, C, H, W)`` in ``[0, 1]``; ``labels`` ``(B,)``."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    #: gradient-matching loss of the returned images (squared L2, summed over tensors)
-    loss: float
-    #: L-BFGS steps taken
-    steps: int
-    #: whether the labels were inferred from the head's gradient (iDLG) or optimised (DLG)
-    labels_inferred: bool
-
-
-def infer_labels(head_weight_grad: torch.Tensor, batch: int) -> torch.Tensor:
-    """IDLG's label rule: the ``batch`` rows of the last linear layer's weight gradient
-    ``(classes, features)`` with the smallest sums, in ascending order of sum.
-    """
-    if head_weight_grad.dim() != 2:
-        raise ValueError(
-            "the head's weight gradient must be (classes, features); got "
-            f"{tuple(head_weight_grad.shape)}"
-        )
-    if not 1 <= batch <= head_weight_grad.shape[0]:
-        raise ValueError(f"batch must be in [1, {head_weight_grad.shape[0]}]; got {batch}")
-    return torch.argsort(head_weight_grad.sum(dim=1))[:batch]
-
-
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy for hard labels ``(B,)`` or soft label logits ``(B, classes)``."""
-    if labels.dim() == 1:
-        return F.cross_entropy(logits, labels)
-    return -(F.softmax(labels, dim=-1) * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
-
-
-def parameter_gradients(
-    model: nn.Module,
-    names: list[str],
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
-    create_graph: bool = False,
-) -> dict[str, torch.Tensor]:
-    """Gradients of the mean cross-entropy of ``model(inputs)`` for the named parameters."""
-    params = dict(model.named_parameters())
-    missing = [n for n in names if n not in params]
-    if missing:
-        raise KeyError(f"not parameters of the model: {', '.join(missing)}")
-    loss = cross_entropy(model(inputs), labels)
-    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
-    return dict(zip(names, grads))
 
 
 def matching_loss(
@@ -131,7 +80,7 @@ def matching_loss(
     return total
 
 
-def invert_gradients(
+def reconstruct_idlg(
     model: nn.Module,
     observed: Mapping[str, torch.Tensor],
     image_shape: tuple[int, int, int, int],
@@ -140,7 +89,7 @@ def invert_gradients(
     generator: torch.Generator,
     labels: torch.Tensor | None = None,
     masks: Mapping[str, torch.Tensor] | None = None,
-    settings: AttackSettings = AttackSettings(),
+    settings: IDLGSettings = IDLGSettings(),
 ) -> Reconstruction:
     """Reconstruct ``image_shape = (B, C, H, W)`` pixel images in ``[0, 1]`` whose gradient
     through ``model`` (the attacker's copy: true values where the server sees them, random
@@ -174,9 +123,9 @@ def _invert_once(
     generator: torch.Generator,
     labels: torch.Tensor | None,
     masks: Mapping[str, torch.Tensor] | None,
-    settings: AttackSettings,
+    settings: IDLGSettings,
 ) -> Reconstruction:
-    """One L-BFGS run from one random start (see :func:`invert_gradients`)."""
+    """One L-BFGS run from one random start (see :func:`reconstruct_idlg`)."""
     model.eval()
     device = next(model.parameters()).device
     names = list(observed)
@@ -237,20 +186,3 @@ def _invert_once(
         steps=steps,
         labels_inferred=inferred,
     )
-
-
-def psnr(reconstructed: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB of images in ``[0, 1]``, one value per image:
-    ``10 log10(1 / MSE)`` after clamping both to ``[0, 1]`` (``inf`` for identical images).
-    Shapes ``(B, C, H, W)`` or ``(C, H, W)``.
-    """
-    if reconstructed.shape != original.shape:
-        raise ValueError(
-            f"shapes differ: {tuple(reconstructed.shape)} vs {tuple(original.shape)}"
-        )
-    a = reconstructed.detach().double().clamp(0, 1)
-    b = original.detach().double().clamp(0, 1)
-    if a.dim() == 3:
-        a, b = a.unsqueeze(0), b.unsqueeze(0)
-    mse = (a - b).pow(2).flatten(1).mean(dim=1)
-    return 10.0 * torch.log10(1.0 / mse)

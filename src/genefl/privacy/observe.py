@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from genefl.models.layers import Layer, set_params
-from genefl.privacy.idlg import parameter_gradients
+from genefl.privacy.gradients import parameter_gradients
 from genefl.types import ParamDict
 
 
