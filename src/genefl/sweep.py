@@ -295,8 +295,12 @@ def run_sweep(
                         log(f"{label(done_count, cell, config)}: {brief(res)} "
                             f"({time.perf_counter() - t0:.0f} s)")
             except BaseException:
-                for future in pending:
-                    future.cancel()
+                # Ctrl-C (or a failed run): stop every worker now rather than wait for the
+                # runs in flight; each keeps its last checkpoint, so a rerun resumes it.
+                workers = list(getattr(pool, "_processes", {}).values())
+                pool.shutdown(wait=False, cancel_futures=True)
+                for process in workers:
+                    process.terminate()
                 raise
     rows = tidy_rows(sweep, results)
     write_sweep_tables(sweep, rows, out)
