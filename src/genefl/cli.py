@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
 from genefl.config import RunConfig, dump_toml, load_toml, resolve, resolved_dict
 from genefl.errors import ConfigError, GeneflError
 from genefl.options import base_type, flag, option_fields
+from genefl.plugins import PluginWarning
 
 
 class _Parser(argparse.ArgumentParser):
@@ -439,22 +441,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_package(package: str | None) -> str:
+    return f"  [plugin: {package}]" if package else ""
+
+
 def cmd_methods() -> int:
-    """Print each registered method with what it exchanges."""
-    from genefl.algorithms.registry import algorithm_names, get_algorithm_class
+    """Print each registered method with what it exchanges (and its package, if a plugin)."""
+    from genefl.algorithms.registry import algorithm_names, algorithm_package, get_algorithm_class
 
     for name in algorithm_names():
         cls = get_algorithm_class(name)
-        print(f"{name:10s} uploads: {cls.exchanges}; new clients start from: {cls.initialises}")
+        print(f"{name:10s} uploads: {cls.exchanges}; new clients start from: {cls.initialises}"
+              + _from_package(algorithm_package(name)))
     return 0
 
 
 def cmd_models() -> int:
     """Print each registered model with the first line of its builder's docstring."""
-    from genefl.models.registry import model_description, model_names
+    from genefl.models.registry import model_description, model_names, model_package
 
     for name in model_names():
-        print(f"{name:10s} {model_description(name)}")
+        print(f"{name:10s} {model_description(name)}{_from_package(model_package(name))}")
     return 0
 
 
@@ -469,6 +476,21 @@ def cmd_learngene(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``genefl`` console script."""
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def show_plugin_warning(message: Any, category: type[Warning], *rest: Any) -> None:
+            """A plugin that failed to load as one ``genefl: warning: ...`` line."""
+            if issubclass(category, PluginWarning):
+                print(f"genefl: warning: {message}", file=sys.stderr)
+            else:
+                show(message, category, *rest)
+
+        warnings.showwarning = show_plugin_warning
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -4,24 +4,29 @@ list what exists.
 A builder is a function ``(in_channels, num_classes, image_size, generator) -> nn.Module``
 whose first docstring line describes the model. :func:`build_model` calls it; the module it
 returns is moved to the CPU. Built-in models register on import of :mod:`genefl.models`;
-:func:`_load_builtin` is the one place where models from outside the package (entry points)
-would be loaded too.
+builders of other installed packages (entry-point group ``genefl.models``, see
+:mod:`genefl.plugins`) are loaded once, after them, the first time the registry is asked
+for a name.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from genefl.errors import ConfigError
+from genefl.plugins import MODELS_GROUP, describe, load_plugins
 
 #: ``(in_channels, num_classes, image_size, generator) -> nn.Module``
 ModelBuilder = Callable[[int, int, int, torch.Generator], nn.Module]
 
 _REGISTRY: dict[str, ModelBuilder] = {}
+#: name -> "<package> <version>" of the models loaded from entry points; None until loaded
+_PLUGINS: dict[str, str] | None = None
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -33,6 +38,11 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     """
 
     def wrap(builder: ModelBuilder) -> ModelBuilder:
+        if not callable(builder) or isinstance(builder, nn.Module):
+            raise TypeError(
+                f"model {name!r} must be a builder function (in_channels, num_classes, "
+                f"image_size, generator) -> nn.Module; got {describe(builder)}"
+            )
         if name in _REGISTRY and _REGISTRY[name] is not builder:
             raise ValueError(f"model {name!r} registered twice")
         _REGISTRY[name] = builder
@@ -41,14 +51,31 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     return wrap
 
 
+def _adopt(name: str, obj: Any) -> None:
+    """Register an entry point's object as model ``name`` (raising if it cannot be)."""
+    register_model(name)(obj)
+
+
 def _load_builtin() -> None:
+    """Register the built-in models, then (once) the installed plugins."""
+    global _PLUGINS
     import genefl.models  # noqa: F401  (registers the built-in models)
+
+    if _PLUGINS is None:
+        _PLUGINS = {}  # set first: a plugin that asks the registry does not load twice
+        _PLUGINS.update(load_plugins(MODELS_GROUP, _REGISTRY, _adopt))
 
 
 def model_names() -> list[str]:
-    """Registered names, in registration order."""
+    """Registered names, in registration order (built-ins first, then plugins)."""
     _load_builtin()
     return list(_REGISTRY)
+
+
+def model_package(name: str) -> str | None:
+    """``"<package> <version>"`` of a model loaded from an entry point, else ``None``."""
+    _load_builtin()
+    return (_PLUGINS or {}).get(name)
 
 
 def get_model_builder(name: str) -> ModelBuilder:
