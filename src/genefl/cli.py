@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
-from genefl.config import RunConfig, dump_toml, load_toml, resolve, resolved_dict
+from genefl.config import RunConfig, dump_toml, resolved_dict
 from genefl.errors import ConfigError, GeneflError
 from genefl.options import base_type, flag, option_fields
 from genefl.plugins import PluginWarning
@@ -160,192 +160,68 @@ _NOT_OPTIONS = (
 )
 
 
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The run options typed on the command line (strings; checked by genefl.options)."""
+    return {k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS}
+
+
 def _merged_values(args: argparse.Namespace) -> dict[str, Any]:
     """Preset < config file < command-line options, as one flat dict."""
-    from genefl.presets import preset_values
+    from genefl.api import merge_options
 
-    values = preset_values(args.preset)
-    if args.config:
-        values.update(load_toml(args.config))
-    values.update({k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS})
-    return values
+    return merge_options(args.config, args.preset, **_options(args))
 
 
 def _source(args: argparse.Namespace) -> str:
     return args.config or "the command line"
 
 
-def _output_dir(config: RunConfig, overwrite: bool) -> Path:
-    if config.output_dir:
-        out = Path(config.output_dir)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{config.method}-{config.dataset}-{stamp}"
-    if (out / "results.json").exists() and not overwrite:
-        raise ConfigError(
-            f"--output-dir {out} already holds results.json; choose another directory or "
-            "pass --overwrite"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--output-dir {out}: cannot create it ({exc.strerror})") from exc
-    return out
-
-
-def _resume_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The interrupted run's own config.toml, with any options given (which must agree)."""
-    folder = Path(args.resume)
-    config_file = folder / "config.toml"
-    if not config_file.exists():
-        raise ConfigError(
-            f"--resume {folder}: no config.toml there; give the output directory of a run "
-            "started with `genefl run`"
-        )
-    values = load_toml(config_file)
-    if args.preset or args.config:
-        raise ConfigError("--resume takes the configuration from the run's config.toml; "
-                          "drop --preset/--config")
-    values.update({k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS})
-    values["output_dir"] = str(folder)
-    return values
-
-
-def _print_finished(folder: Path) -> int:
-    """``--resume`` of a finished run: its summary, and nothing run (exit 0)."""
-    import json
-
-    from genefl.report.summary import format_summary
-
-    try:
-        results = json.loads((folder / "results.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--resume {folder}: results.json cannot be read ({exc}); "
-                          "delete it to rerun from the checkpoint") from None
-    print(f"{folder} already finished; nothing to resume")
-    print(format_summary(results))
-    return 0
+def _default_output_dir(values: dict[str, Any], prefix: str) -> dict[str, str]:
+    """``{"output_dir": runs/<prefix>-<dataset>-<time>}`` unless one is set already."""
+    if values.get("output_dir"):
+        return {}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dataset = values.get("dataset", RunConfig.dataset)
+    return {"output_dir": str(Path("runs") / f"{prefix}-{dataset}-{stamp}")}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Validate everything, run (or resume), print the summary and write the files."""
-    from genefl.callbacks import ClientLog, ProgressBar, ResultsJSON, RoundsCSV
-    from genefl.callbacks.tensorboard import require_tensorboard, tensorboard_loggers
-    from genefl.data.datasets import load_dataset
-    from genefl.engine.checkpoint import CHECKPOINT_FILE
-    from genefl.engine.simulation import resolve_device, run_simulation, validate_protocol
-    from genefl.report.summary import format_summary
+    """``genefl.run`` with the command line's options; print the notes and the summary."""
+    from genefl.api import run
+    from genefl.callbacks.progress import say
+    from genefl.record import RUN_FILES
 
-    if args.tensorboard:
-        require_tensorboard()
-    if args.resume and (Path(args.resume) / "results.json").exists():
-        return _print_finished(Path(args.resume))
-    if args.resume:
-        values = _resume_values(args)
-    else:
+    options = _options(args)
+    if not args.resume:
         values = _merged_values(args)
-    values.pop("repeats", None)  # a comparison setting of presets
-    values.pop("methods", None)
-    config, params = resolve(values, {}, source=_source(args))
-    resolve_device(config.device)
-    dataset = load_dataset(
-        config.dataset, config.data_dir, config.image_size, config.cache_dir
-    )  # missing/corrupt files fail here
-    validate_protocol(config, dataset)  # N, M, s against the data, before any file is written
-    resume = False
-    if args.resume:
-        out = Path(args.resume)
-        resume = (out / CHECKPOINT_FILE).exists()
-        if not resume:
-            print(f"note: {out} has no {CHECKPOINT_FILE} yet (killed before its first "
-                  "checkpoint); starting the run from the beginning")
-    else:
-        out = _output_dir(config, args.overwrite)
-        (out / "config.toml").write_text(
-            "# resolved configuration of this run (usable with --config)\n"
-            + dump_toml(resolved_dict(config, params))
-        )
-    callbacks = [
-        RoundsCSV(out / "rounds.csv"),
-        ClientLog(out / "clients.jsonl"),
-        ResultsJSON(out / "results.json"),
-        ProgressBar(disable=args.quiet),
-        *tensorboard_loggers(args.tensorboard),
-    ]
-    results = run_simulation(
-        config, params, callbacks, dataset=dataset, checkpoint=out / CHECKPOINT_FILE,
-        resume=resume,
+        options.update(_default_output_dir(values, values.get("method", RunConfig.method)))
+    result = run(
+        args.config, preset=args.preset, resume=args.resume, overwrite=args.overwrite,
+        quiet=args.quiet, log=say, **options,
     )
-    for note in results["notes"]:
+    for note in result.notes:
         print(f"note: {note}")
-    print(format_summary(results))
-    print(f"results written to {out}/ (config.toml, rounds.csv, clients.jsonl, results.json)")
+    print(result.summary())
+    print(f"results written to {result.output_dir}/ ({', '.join(RUN_FILES)})")
     return 0
 
 
-def _repeats(value: Any, source: str) -> int:
-    try:
-        repeats = int(value)
-        if isinstance(value, float) or repeats < 1:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"--repeats must be an integer >= 1; got {value!r} ({source})") from None
-    return repeats
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Validate every run, then run (or reuse) them and write the tables and plots."""
-    from genefl.callbacks.tensorboard import require_tensorboard, tensorboard_loggers
-    from genefl.compare import COMPARE_FILES, parse_methods, plan_runs, run_comparison
-    from genefl.data.datasets import load_dataset
-    from genefl.engine.simulation import resolve_device, validate_protocol
-    from genefl.report.compare import format_tables
+    """``genefl.compare`` with the command line's options; print the tables."""
+    from genefl.api import compare
+    from genefl.callbacks.progress import say
+    from genefl.compare import COMPARE_FILES
 
-    if args.tensorboard:
-        require_tensorboard()
-    values = _merged_values(args)
-    file_methods = values.pop("methods", "all")
-    file_repeats = values.pop("repeats", 1)
-    methods = parse_methods(args.methods if args.methods is not None else file_methods)
-    repeats = _repeats(args.repeats if args.repeats is not None else file_repeats, _source(args))
-    dataset_name = values.get("dataset", RunConfig.dataset)
-    out = Path(
-        values.get("output_dir")
-        or Path("runs") / f"compare-{dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    values.pop("output_dir", None)
-    plan = plan_runs(values, methods, repeats, out, _source(args))
-    config = plan[0][0]
-    resolve_device(config.device)
-    dataset = load_dataset(
-        config.dataset, config.data_dir, config.image_size, config.cache_dir
-    )  # missing/corrupt files fail here
-    validate_protocol(config, dataset)
-    if (out / "compare.csv").exists() and not args.overwrite:
-        print(f"note: {out}/compare.csv exists; finished runs with the same configuration "
-              "are reused and the tables rewritten (--overwrite reruns everything)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--output-dir {out}: cannot create it ({exc.strerror})") from exc
-    (out / "compare_config.toml").write_text(
-        "# resolved configuration of this comparison (seed = first seed)\n"
-        + dump_toml({
-            "preset": args.preset, "methods": ",".join(methods), "repeats": repeats,
-            **{k: v for k, v in resolved_dict(config, plan[0][1]).items()
-               if k not in ("method", "output_dir")},
-        })
-    )
-    print(f"comparing {', '.join(methods)} on {config.dataset} ({repeats} seed(s) each) "
-          f"-> {out}/")
-    _, rows = run_comparison(
-        plan, out, dataset, overwrite=args.overwrite, quiet=args.quiet,
-        callbacks_for=lambda c: tensorboard_loggers(args.tensorboard, c.method, f"seed{c.seed}"),
+    options = _options(args)
+    options.update(_default_output_dir(_merged_values(args), "compare"))
+    result = compare(
+        args.config, methods=args.methods, repeats=args.repeats, preset=args.preset,
+        overwrite=args.overwrite, quiet=args.quiet, log=say, **options,
     )
     print()
-    print(format_tables(rows))
-    print(f"\nwritten to {out}/: {', '.join(COMPARE_FILES)}, compare_config.toml, "
-          "and one folder per method and seed")
+    print(result.tables())
+    print(f"\nwritten to {result.output_dir}/: {', '.join(COMPARE_FILES)}, "
+          "compare_config.toml, and one folder per method and seed")
     return 0
 
 

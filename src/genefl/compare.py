@@ -6,6 +6,7 @@ the methods differ only in what they exchange. Each run writes its usual files u
 ``<output_dir>/<method>/seed<seed>/``; a finished run whose recorded configuration matches
 is reused, so an interrupted comparison resumes where it stopped. The comparison then
 writes ``compare.csv``, the two Markdown tables and the three plots in ``<output_dir>``.
+Without an output directory nothing is written and nothing is reused.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from genefl.algorithms.registry import algorithm_names
-from genefl.callbacks import Callback, ClientLog, ProgressBar, ResultsJSON, RoundsCSV
+from genefl.callbacks import Callback
 from genefl.callbacks.progress import say
-from genefl.config import RunConfig, dump_toml, resolve, resolved_dict
+from genefl.config import RunConfig, resolve, resolved_dict
 from genefl.data.datasets import ImageDataset
 from genefl.engine.checkpoint import CHECKPOINT_FILE
 from genefl.engine.server import config_differences
-from genefl.engine.simulation import run_simulation
 from genefl.errors import ConfigError
+from genefl.record import run_recorded
 from genefl.report.compare import Runs, summarise, write_compare_csv, write_tables
 from genefl.report.plots import write_plots
 
@@ -51,17 +52,22 @@ def parse_methods(spec: str | Sequence[str]) -> list[str]:
 
 
 def plan_runs(
-    values: Mapping[str, Any], methods: Sequence[str], repeats: int, out: Path, source: str
+    values: Mapping[str, Any],
+    methods: Sequence[str],
+    repeats: int,
+    out: Path | None,
+    source: str,
 ) -> list[tuple[RunConfig, Any]]:
-    """Resolve and validate every run's configuration (before any work starts)."""
+    """Resolve and validate every run's configuration (before any work starts); each run's
+    folder is ``out/<method>/seed<seed>`` (none without ``out``).
+    """
     base, _ = resolve({k: v for k, v in values.items() if k != "method"}, {}, source)
     runs = []
     for method in methods:
         for r in range(repeats):
             seed = base.seed + r
-            overrides = {
-                "method": method, "seed": seed, "output_dir": str(out / method / f"seed{seed}"),
-            }
+            folder = None if out is None else str(out / method / f"seed{seed}")
+            overrides = {"method": method, "seed": seed, "output_dir": folder}
             runs.append(resolve(values, overrides, source))
     check_methods_fit_model(runs)
     return runs
@@ -115,16 +121,18 @@ def run_or_reuse(
 ) -> tuple[dict[str, Any], bool]:
     """One run in ``config.output_dir``: the stored results of a finished run with the
     same configuration (unless ``overwrite``), else run it (with ``extra_callbacks`` too),
-    resuming from its checkpoint when there is one. Returns ``(results, reused)``.
+    resuming from its checkpoint when there is one. Without an output directory it just
+    runs, writing nothing. Returns ``(results, reused)``.
 
     ``dataset`` is the loaded data set, or a dict caching data sets by ``(dataset,
     data_dir, image_size, cache_dir)`` (filled as runs load them), or ``None``.
     """
     from genefl.data.datasets import load_dataset
 
-    run_dir = Path(config.output_dir or ".")
-    resolved = resolved_dict(config, params)
-    results = None if overwrite else _finished(run_dir, resolved)
+    run_dir = Path(config.output_dir) if config.output_dir else None
+    results = None
+    if run_dir is not None and not overwrite:
+        results = _finished(run_dir, resolved_dict(config, params))
     if results is not None:
         log(f"{label}: reusing finished run in {run_dir}")
         return results, True
@@ -133,37 +141,27 @@ def run_or_reuse(
         if key not in dataset:
             dataset[key] = load_dataset(*key)
         dataset = dataset[key]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(
-        "# resolved configuration of this run (usable with --config)\n" + dump_toml(resolved)
-    )
-    callbacks = [
-        RoundsCSV(run_dir / "rounds.csv"),
-        ClientLog(run_dir / "clients.jsonl"),
-        ResultsJSON(run_dir / "results.json"),
-        ProgressBar(disable=quiet, desc=f"{config.method} s{config.seed}"),
-        *extra_callbacks,
-    ]
-    checkpoint = run_dir / CHECKPOINT_FILE
-    resume = not overwrite and checkpoint.exists()
+    resume = run_dir is not None and not overwrite and (run_dir / CHECKPOINT_FILE).exists()
     if resume:
-        log(f"{label}: resuming from {checkpoint}")
-    results = run_simulation(
-        config, params, callbacks, dataset=dataset, checkpoint=checkpoint, resume=resume
+        log(f"{label}: resuming from {run_dir / CHECKPOINT_FILE}")
+    results = run_recorded(
+        config, params, dataset, run_dir, resume=resume, quiet=quiet,
+        desc=f"{config.method} s{config.seed}", callbacks=extra_callbacks,
     )
     return results, False
 
 
 def run_comparison(
     plan: Sequence[tuple[RunConfig, Any]],
-    out: Path,
+    out: Path | None,
     dataset: ImageDataset,
     overwrite: bool = False,
     quiet: bool = False,
     log: Callable[[str], None] = say,
     callbacks_for: Callable[[RunConfig], Sequence[Callback]] = lambda config: (),
 ) -> tuple[Runs, list[dict[str, Any]]]:
-    """Run (or reuse) every planned run, then write the tables, CSV and plots.
+    """Run (or reuse) every planned run, then write the tables, CSV and plots into ``out``
+    (nothing is written or reused without it).
 
     ``callbacks_for(config)`` gives extra callbacks of each run that is trained (not of a
     reused one), e.g. TensorBoard logging.
@@ -181,10 +179,11 @@ def run_comparison(
             log(f"{label}: {brief(results)} ({time.perf_counter() - t0:.0f} s)")
         runs.setdefault(config.method, []).append(results)
     rows = summarise(runs)
-    out.mkdir(parents=True, exist_ok=True)
-    write_compare_csv(rows, out / "compare.csv")
-    write_tables(rows, out)
-    write_plots(runs, out)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_compare_csv(rows, out / "compare.csv")
+        write_tables(rows, out)
+        write_plots(runs, out)
     return runs, rows
 
 
