@@ -95,11 +95,26 @@ def messages(record: pytest.WarningsRecorder) -> list[str]:
     return [str(w.message) for w in record if issubclass(w.category, plugins.PluginWarning)]
 
 
+SELF_REGISTERING = """\
+from genefl.algorithms.base import Algorithm
+from genefl.algorithms.registry import register
+
+
+@register("self-named")
+class SelfRegistered(Algorithm):
+    \"\"\"Registers itself on import, under another name than its entry point's.\"\"\"
+"""
+
+
 def test_broken_plugins_are_reported_by_name_and_the_good_ones_load(
-    fresh_registries: None, monkeypatch: pytest.MonkeyPatch
+    fresh_registries: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     builtins = list(methods._REGISTRY)  # loaded by the fixture
+    (tmp_path / "genefl_test_self_registering.py").write_text(SELF_REGISTERING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "genefl_test_self_registering", raising=False)
     fake_entry_points(monkeypatch, [
+        entry("other-name", "genefl_test_self_registering:SelfRegistered"),
         entry("bad-import", "genefl_no_such_module:Thing"),
         entry("good", "GoodMethod"),
         entry("function", "not_a_class"),
@@ -111,13 +126,13 @@ def test_broken_plugins_are_reported_by_name_and_the_good_ones_load(
     ])
     with pytest.warns(plugins.PluginWarning) as record:
         names = methods.algorithm_names()
-    assert names == [*builtins, "good"]
+    assert names == [*builtins, "good"]  # what a failed entry point registered is undone
     assert methods.get_algorithm_class("good") is GoodMethod and GoodMethod.name == "good"
     assert methods.get_algorithm_class("fedavg") is FedAvg and FedAvg.name == "fedavg"
     assert methods.algorithm_package("good") == "an unknown package"  # no distribution here
     assert methods.algorithm_package("fedavg") is None
     warned = messages(record)
-    assert len(warned) == 5
+    assert len(warned) == 6
     by_name = {m.split("'")[1]: m for m in warned}
     assert "ModuleNotFoundError: No module named 'genefl_no_such_module'" in by_name["bad-import"]
     assert "genefl.methods entry point 'bad-import = genefl_no_such_module:Thing'" in (
@@ -128,6 +143,9 @@ def test_broken_plugins_are_reported_by_name_and_the_good_ones_load(
     assert "the name 'fedavg' is already taken by genefl itself" in by_name["fedavg"]
     assert "ShadowParams declares lr, which is a run option" in by_name["shadow"]
     assert "registers itself as 'fedavg'" in by_name["renamed"]
+    assert "registers itself as 'self-named'; the entry point must have that name" in (
+        by_name["other-name"]
+    )
 
     with pytest.warns(plugins.PluginWarning) as record:
         names = models.model_names()
