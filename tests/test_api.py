@@ -45,14 +45,16 @@ def test_import_genefl_is_cheap_and_compare_stays_the_function() -> None:
         "import sys, genefl\n"
         "assert 'torch' not in sys.modules and 'genefl.api' not in sys.modules\n"
         "from genefl.compare import plan_runs\n"  # the submodule of the same name
+        "import genefl.types, genefl.record\n"
         "from genefl import compare\n"
         "assert callable(genefl.run) and compare is genefl.compare\n"
         "assert compare.__module__ == 'genefl.api', compare\n"
+        "assert genefl.record is sys.modules['genefl.record']\n"  # other submodules as usual
         "assert {'run', 'compare', 'RunResult', 'CompareResult'} <= set(dir(genefl))\n"
     )
     src = str(Path(genefl.__file__).resolve().parents[1])
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={"PYTHONPATH": src}, timeout=120)
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
+                          text=True, env={"PYTHONPATH": src}, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
 

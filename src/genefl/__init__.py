@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-import types
+from types import ModuleType  # (a plain `types` would be replaced by genefl.types)
 from typing import Any
 
 __version__ = "0.1.0"
@@ -39,13 +39,13 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-class _Package(types.ModuleType):
+class _Package(ModuleType):
     """The package: importing the submodule ``genefl.compare`` (the comparison's
     machinery) must not replace the function ``genefl.compare`` on it.
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
+        if name in _LAZY and isinstance(value, ModuleType):
             return  # the submodule stays importable as `from genefl.compare import ...`
         super().__setattr__(name, value)
 
