@@ -169,6 +169,47 @@ def _stored_results(folder: Path) -> dict[str, Any]:
     return {k: v for k, v in stored.items() if k != "run"}
 
 
+def _run_values(
+    config: ConfigLike, preset: str | None, resume: Path | None, options: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """The option values of one run and how errors name their source."""
+    given = [key for key in COMPARE_SETTINGS if key in options]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: a setting of compare(), not of run()")
+    if resume is None:
+        values, source = merge_options(config, preset, **options), _source(config)
+    elif config is not None or preset is not None:
+        raise ConfigError("--resume takes the configuration from the run's config.toml; "
+                          "drop --preset/--config")
+    else:
+        values, source = _resume_values(resume, options), str(resume / "config.toml")
+    for key in COMPARE_SETTINGS:  # presets and files may hold them for compare
+        values.pop(key, None)
+    return values, source
+
+
+def _from_checkpoint(out: Path | None, resuming: bool, overwrite: bool, say: Log) -> bool:
+    """Check (and create) a run's output folder; whether to resume from its checkpoint."""
+    from genefl.engine.checkpoint import CHECKPOINT_FILE
+    from genefl.record import make_dir
+
+    if out is None:
+        return False
+    if resuming:
+        if (out / CHECKPOINT_FILE).exists():
+            return True
+        say(f"note: {out} has no {CHECKPOINT_FILE} yet (killed before its first "
+            "checkpoint); starting the run from the beginning")
+        return False
+    if (out / "results.json").exists() and not overwrite:
+        raise ConfigError(
+            f"--output-dir {out} already holds results.json; choose another directory or "
+            "pass --overwrite"
+        )
+    make_dir(out)
+    return False
+
+
 def run(
     config: ConfigLike = None,
     *,
@@ -185,50 +226,25 @@ def run(
     ``resume``: the output folder of an interrupted run; it continues from its last
     checkpoint with the configuration in its ``config.toml`` (``options`` may repeat it,
     ``config`` and ``preset`` may not be given); a finished run is not rerun, its stored
-    results are returned. ``overwrite``: allow an ``output_dir``
-    that already holds results. ``quiet``: no progress bar and no messages (``log``
-    receives the messages; default ``print``). ``callbacks``: extra
-    :class:`~genefl.callbacks.Callback` objects that see every round.
+    results are returned. ``overwrite``: allow an ``output_dir`` that already holds
+    results. ``quiet``: no progress bar and no messages (``log`` receives the messages;
+    default ``print``). ``callbacks``: extra :class:`~genefl.callbacks.Callback` objects
+    that see every round.
     """
-    from genefl.engine.checkpoint import CHECKPOINT_FILE
-    from genefl.record import make_dir, run_recorded
+    from genefl.record import run_recorded
 
-    given = [key for key in COMPARE_SETTINGS if key in options]
-    if given:
-        raise ConfigError(f"{', '.join(given)}: a setting of compare(), not of run()")
     say = _log(log, quiet)
-    if resume is not None:
-        if config is not None or preset is not None:
-            raise ConfigError("--resume takes the configuration from the run's config.toml; "
-                              "drop --preset/--config")
-        folder = Path(resume)
-        values, source = _resume_values(folder, options), str(folder / "config.toml")
-    else:
-        values, source = merge_options(config, preset, **options), _source(config)
-    for key in COMPARE_SETTINGS:  # presets and files may hold them for compare
-        values.pop(key, None)
+    folder = None if resume is None else Path(resume)
+    values, source = _run_values(config, preset, folder, options)
     run_config, params = resolve(values, {}, source=source)
-    if resume is not None and (folder / "results.json").exists():
+    if folder is not None and (folder / "results.json").exists():
         say(f"{folder} already finished; nothing to resume")
         return RunResult(_stored_results(folder), run_config, params, folder)
     dataset = _checked_dataset(run_config)  # missing/corrupt files fail here
     out = Path(run_config.output_dir) if run_config.output_dir else None
-    from_checkpoint = False
-    if resume is not None and out is not None:  # (resuming always has a folder)
-        from_checkpoint = (out / CHECKPOINT_FILE).exists()
-        if not from_checkpoint:
-            say(f"note: {out} has no {CHECKPOINT_FILE} yet (killed before its first "
-                "checkpoint); starting the run from the beginning")
-    elif out is not None:
-        if (out / "results.json").exists() and not overwrite:
-            raise ConfigError(
-                f"--output-dir {out} already holds results.json; choose another directory "
-                "or pass --overwrite"
-            )
-        make_dir(out)
     results = run_recorded(
-        run_config, params, dataset, out, resume=from_checkpoint, quiet=quiet,
-        callbacks=callbacks,
+        run_config, params, dataset, out, quiet=quiet, callbacks=callbacks,
+        resume=_from_checkpoint(out, folder is not None, overwrite, say),
     )
     return RunResult(results, run_config, params, out)
 
@@ -277,21 +293,13 @@ def compare(
     folder = values.pop("output_dir", None)
     out = Path(folder) if folder else None
     plan = plan_runs(values, names, count, out, source)
-    first, first_params = plan[0]
+    first = plan[0][0]
     dataset = _checked_dataset(first)  # missing/corrupt files fail here
     if out is not None:
         if (out / "compare.csv").exists() and not overwrite:
             say(f"note: {out}/compare.csv exists; finished runs with the same configuration "
                 "are reused and the tables rewritten (--overwrite reruns everything)")
-        make_dir(out)
-        (out / "compare_config.toml").write_text(
-            "# resolved configuration of this comparison (seed = first seed)\n"
-            + dump_toml({
-                "preset": preset, "methods": ",".join(names), "repeats": count,
-                **{k: v for k, v in resolved_dict(first, first_params).items()
-                   if k not in ("method", "output_dir")},
-            })
-        )
+        _write_compare_config(make_dir(out), preset, names, count, plan[0])
     say(f"comparing {', '.join(names)} on {first.dataset} ({count} seed(s) each)"
         + (f" -> {out}/" if out is not None else ""))
     runs, rows = run_comparison(plan, out, dataset, overwrite=overwrite, quiet=quiet, log=say)
@@ -303,6 +311,21 @@ def compare(
             RunResult(fresh, run_config, params, run_out)
         )
     return CompareResult(by_method, rows, out)
+
+
+def _write_compare_config(
+    out: Path, preset: str | None, methods: Sequence[str], repeats: int,
+    first: tuple[RunConfig, Any],
+) -> None:
+    """``compare_config.toml``: the comparison's settings and its first run's options."""
+    (out / "compare_config.toml").write_text(
+        "# resolved configuration of this comparison (seed = first seed)\n"
+        + dump_toml({
+            "preset": preset, "methods": ",".join(methods), "repeats": repeats,
+            **{k: v for k, v in resolved_dict(*first).items()
+               if k not in ("method", "output_dir")},
+        })
+    )
 
 
 # -- attack ------------------------------------------------------------------------------
