@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from genefl.callbacks.tensorboard import require_tensorboard, tensorboard_loggers
 from genefl.config import RunConfig, dump_toml, load_toml, resolve, resolved_dict
 from genefl.errors import ConfigError
 from genefl.options import as_dict
@@ -132,6 +133,14 @@ def _log(log: Log | None, quiet: bool) -> Log:
     return log if log is not None else (lambda line: None) if quiet else print
 
 
+def _tensorboard_dir(folder: str | os.PathLike[str] | None) -> str | None:
+    """``folder`` as a string, after checking that TensorBoard is installed."""
+    if folder is None:
+        return None
+    require_tensorboard()
+    return os.fspath(folder)
+
+
 def _checked_dataset(config: RunConfig) -> ImageDataset:
     """The run's data set, after checking the device, the files and the protocol against
     them (N, M, s), before anything is written.
@@ -219,6 +228,7 @@ def run(
     quiet: bool = False,
     log: Log | None = None,
     callbacks: Sequence[Callback] = (),
+    tensorboard: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> RunResult:
     """Run one method (``genefl run``) and return its results.
@@ -229,10 +239,12 @@ def run(
     results are returned. ``overwrite``: allow an ``output_dir`` that already holds
     results. ``quiet``: no progress bar and no messages (``log`` receives the messages;
     default ``print``). ``callbacks``: extra :class:`~genefl.callbacks.Callback` objects
-    that see every round.
+    that see every round. ``tensorboard``: also log every round for TensorBoard there
+    (``--tensorboard``; needs the ``tensorboard`` package).
     """
     from genefl.record import run_recorded
 
+    tensorboard_dir = _tensorboard_dir(tensorboard)
     say = _log(log, quiet)
     folder = None if resume is None else Path(resume)
     values, source = _run_values(config, preset, folder, options)
@@ -243,7 +255,8 @@ def run(
     dataset = _checked_dataset(run_config)  # missing/corrupt files fail here
     out = Path(run_config.output_dir) if run_config.output_dir else None
     results = run_recorded(
-        run_config, params, dataset, out, quiet=quiet, callbacks=callbacks,
+        run_config, params, dataset, out, quiet=quiet,
+        callbacks=[*callbacks, *tensorboard_loggers(tensorboard_dir)],
         resume=_from_checkpoint(out, folder is not None, overwrite, say),
     )
     return RunResult(results, run_config, params, out)
@@ -268,6 +281,7 @@ def compare(
     overwrite: bool = False,
     quiet: bool = False,
     log: Log | None = None,
+    tensorboard: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> CompareResult:
     """Run several methods under one protocol (``genefl compare``) and return every run
@@ -279,11 +293,13 @@ def compare(
     ``output_dir``, every run writes its files into ``output_dir/<method>/seed<s>/``, a
     finished run of the same configuration found there is reused (``overwrite`` reruns
     it), and the tables, ``compare.csv`` and plots are written. ``quiet``, ``log`` as in
-    :func:`run`.
+    :func:`run`; ``tensorboard`` too, with one folder per method and seed
+    (``<tensorboard>/<method>/seed<s>``) for the runs trained (not for those reused).
     """
     from genefl.compare import parse_methods, plan_runs, run_comparison
     from genefl.record import make_dir
 
+    tensorboard_dir = _tensorboard_dir(tensorboard)
     say = _log(log, quiet)
     values = merge_options(config, preset, **options)
     source = _source(config)
@@ -302,7 +318,10 @@ def compare(
         _write_compare_config(make_dir(out), preset, names, count, plan[0])
     say(f"comparing {', '.join(names)} on {first.dataset} ({count} seed(s) each)"
         + (f" -> {out}/" if out is not None else ""))
-    runs, rows = run_comparison(plan, out, dataset, overwrite=overwrite, quiet=quiet, log=say)
+    runs, rows = run_comparison(
+        plan, out, dataset, overwrite=overwrite, quiet=quiet, log=say,
+        callbacks_for=lambda c: tensorboard_loggers(tensorboard_dir, c.method, f"seed{c.seed}"),
+    )
     by_method: dict[str, list[RunResult]] = {}
     for (run_config, params), results in zip(plan, (r for m in runs.values() for r in m)):
         run_out = Path(run_config.output_dir) if run_config.output_dir else None

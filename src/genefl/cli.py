@@ -197,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         options.update(_default_output_dir(values, values.get("method", RunConfig.method)))
     result = run(
         args.config, preset=args.preset, resume=args.resume, overwrite=args.overwrite,
-        quiet=args.quiet, log=say, **options,
+        quiet=args.quiet, log=say, tensorboard=args.tensorboard, **options,
     )
     for note in result.notes:
         print(f"note: {note}")
@@ -216,7 +216,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     options.update(_default_output_dir(_merged_values(args), "compare"))
     result = compare(
         args.config, methods=args.methods, repeats=args.repeats, preset=args.preset,
-        overwrite=args.overwrite, quiet=args.quiet, log=say, **options,
+        overwrite=args.overwrite, quiet=args.quiet, log=say, tensorboard=args.tensorboard,
+        **options,
     )
     print()
     print(result.tables())
