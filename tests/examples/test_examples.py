@@ -51,7 +51,8 @@ def check_own_data(out: Path, stdout: str) -> None:
 
 
 def check_custom_model(out: Path, stdout: str) -> None:
-    assert "models: cnn, resnet18, mlp" in stdout
+    listed = next(line for line in stdout.splitlines() if line.startswith("models: "))
+    assert listed.startswith("models: cnn, ") and listed.endswith(", mlp")  # built-ins first
     run = results(out)
     assert run["run"]["config"]["model"] == "mlp" and run["method"] == "genefl"
     assert run["num_layers"] == 3  # two linear layers and the LayerNorm
