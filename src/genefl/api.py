@@ -348,6 +348,6 @@ def _write_compare_config(
 
 
 # -- attack ------------------------------------------------------------------------------
-# `genefl.attack(...)` (the API of `genefl attack`) comes here once the attack's options
-# settle (they are being reworked in src/genefl/privacy/); until then `genefl attack` is
-# CLI-only and cmd_attack in cli.py keeps its own code.
+# `genefl.attack(...)`, the API of `genefl attack`, comes here: the same conventions as run
+# and compare, wrapping genefl.privacy.study.run_attack_study (the one call cmd_attack makes)
+# once the attack's options have settled. Until then `genefl attack` is CLI-only.

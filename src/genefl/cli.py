@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
-from genefl.config import RunConfig, dump_toml, resolved_dict
+from genefl.config import RunConfig
 from genefl.errors import ConfigError, GeneflError
 from genefl.options import base_type, flag, option_fields
 from genefl.plugins import PluginWarning
