@@ -177,3 +177,20 @@ def test_missing_data_is_a_data_error_before_any_work(
     with pytest.raises(DataError, match="/nonexistent"):
         genefl.compare(dataset="cifar10", data_dir="/nonexistent", output_dir="out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_attack_in_memory_returns_the_table_rows_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    study = genefl.attack(
+        methods="fedavg,genefl", attack="ig", attack_rounds="1", images=1, ig_iterations=2,
+        ig_restarts=1, known_rounds=2, known_clients=4, agnostic_clients=4, clusters=1,
+        clients_per_round=2, local_epochs=1, device="cpu",
+    )
+    assert study.methods == ["fedavg", "genefl"] and study.rounds == [1]
+    assert {(a.method, a.round, a.attack) for a in study.attacks} == {
+        ("fedavg", 1, "ig"), ("genefl", 1, "ig")}
+    assert study.output_dir is None and not any(tmp_path.iterdir())
+    with pytest.raises(genefl.ConfigError, match="--images must be >= 1"):
+        genefl.attack(images=0)

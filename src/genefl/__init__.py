@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "run": "genefl.api",
     "compare": "genefl.api",
+    "attack": "genefl.api",
     "RunResult": "genefl.api",
     "CompareResult": "genefl.api",
     "RunConfig": "genefl.config",

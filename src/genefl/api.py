@@ -34,6 +34,7 @@ from genefl.options import as_dict
 if TYPE_CHECKING:
     from genefl.callbacks import Callback
     from genefl.data.datasets import ImageDataset
+    from genefl.privacy.study import AttackStudy
 
 #: what ``config`` may be: a TOML file, a mapping of option values, a RunConfig, or nothing
 ConfigLike = RunConfig | Mapping[str, Any] | str | os.PathLike[str] | None
@@ -348,6 +349,41 @@ def _write_compare_config(
 
 
 # -- attack ------------------------------------------------------------------------------
-# `genefl.attack(...)`, the API of `genefl attack`, comes here: the same conventions as run
-# and compare, wrapping genefl.privacy.study.run_attack_study (the one call cmd_attack makes)
-# once the attack's options have settled. Until then `genefl attack` is CLI-only.
+
+
+def attack(
+    config: ConfigLike = None,
+    *,
+    preset: str | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    quiet: bool = True,
+    log: Log | None = None,
+    **options: Any,
+) -> AttackStudy:
+    """Gradient-inversion attacks against each method (``genefl attack``): every method of
+    ``methods`` is trained once and its victims attacked at each of ``attack_rounds`` with
+    each attack of ``attack`` (``idlg``, ``ig``, ``both``); returns the study (its
+    ``rows`` are the table's, ``attacks`` the per method/round/attack results).
+
+    ``options`` are the attack's options (``methods``, ``attack``, ``attack_rounds``,
+    ``images``, ``ig_tv``, ... as ``genefl attack --help`` lists them) and any ``genefl
+    run`` option of the protocol (``dataset``, ``known_rounds``, ...); precedence and
+    ``config`` as in :func:`run`. Files (table, CSV, JSON, grid) only with ``output_dir``.
+    """
+    from genefl.options import build, option_fields
+    from genefl.privacy.options import AttackOptions
+    from genefl.privacy.study import run_attack_study
+
+    source = _source(config)
+    values = merge_options(config, preset, **options)
+    values.pop("repeats", None)
+    names = {f.name for f in option_fields(AttackOptions)}
+    attack_options = build(
+        AttackOptions, {k: values.pop(k) for k in list(values) if k in names}, source
+    )
+    values.pop("output_dir", None)
+    return run_attack_study(
+        attack_options, values, output_dir=output_dir, overwrite=overwrite, source=source,
+        preset=preset, quiet=quiet, log=_log(log, quiet),
+    )

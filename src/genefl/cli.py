@@ -228,27 +228,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     """Read the attack's and the run's options, run the study, print the table."""
-    from genefl.options import build, option_fields
-    from genefl.privacy.options import AttackOptions
-    from genefl.privacy.study import run_attack_study
+    from genefl.api import attack
     from genefl.report.attack import ATTACK_FILES, format_attack_table
 
     values = _merged_values(args)
     if hasattr(args, "methods"):
         values["methods"] = args.methods
-    values.pop("repeats", None)
-    names = {f.name for f in option_fields(AttackOptions)}
-    options = build(AttackOptions, {k: values.pop(k) for k in list(values) if k in names},
-                    _source(args))
     dataset_name = values.get("dataset", RunConfig.dataset)
     out = Path(
         values.pop("output_dir", None)
         or Path("runs") / f"attack-{dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    study = run_attack_study(
-        options, values, output_dir=out, overwrite=args.overwrite, source=_source(args),
-        preset=args.preset, quiet=args.quiet,
-    )
+    study = attack(values, preset=args.preset, output_dir=out, overwrite=args.overwrite,
+                   quiet=args.quiet, log=print)
     print()
     print(format_attack_table(study.rows))
     for a in study.attacks:
