@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--jobs", default="1", metavar="INT",
                        help="runs at once, in worker processes sharing the cores "
                        "[>= 1; default: 1]")
+    sweep.add_argument("--repeats", default=None, metavar="INT",
+                       help="seeds per cell instead of the file's repeats (a first pass "
+                       "with fewer seeds is reused by a later full one)")
     sweep.add_argument("--dry-run", action="store_true", dest="dry_run",
                        help="check the file and list the cells, run nothing")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -264,17 +267,24 @@ def cmd_flower(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str, name: str) -> int:
+    """``text`` as an integer >= 1, or a ConfigError naming ``name``."""
+    try:
+        value = int(text)
+        if value < 1:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer >= 1; got {text!r}") from None
+    return value
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Validate the whole sweep, then run (or reuse) its cells and write its tables."""
     from genefl.sweep import SWEEP_FILES, format_plan, parse_sweep, run_sweep
 
-    try:
-        jobs = int(args.jobs)
-        if jobs < 1:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"--jobs must be an integer >= 1; got {args.jobs!r}") from None
-    sweep = parse_sweep(args.sweep_file, args.output_dir, args.overwrite)
+    jobs = _positive_int(args.jobs, "--jobs")
+    repeats = None if args.repeats is None else _positive_int(args.repeats, "--repeats")
+    sweep = parse_sweep(args.sweep_file, args.output_dir, args.overwrite, repeats)
     print(format_plan(sweep))
     if args.dry_run:
         for cell in sweep.cells:

@@ -160,10 +160,13 @@ def _cell_values(base: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str,
 
 
 def parse_sweep(
-    path: str | Path, output_dir: str | Path | None = None, overwrite: bool = False
+    path: str | Path, output_dir: str | Path | None = None, overwrite: bool = False,
+    repeats_override: int | None = None,
 ) -> Sweep:
     """Read and validate a sweep file: every cell and seed resolved (and each method built
     on its model) before any work; a ConfigError names the file and the problem.
+    ``repeats_override`` replaces the file's ``repeats`` (e.g. a first pass with one seed, which
+    a later full pass reuses).
     """
     from genefl.compare import check_methods_fit_model
 
@@ -177,6 +180,8 @@ def parse_sweep(
     repeats = raw.get("repeats", 1)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise _fail(path, f"repeats must be an integer >= 1; got {repeats!r}")
+    if repeats_override is not None:
+        repeats = repeats_override
     base = _options(raw.get("base", {}), path, "[base]")
     for key in ("seed", "output_dir", "repeats"):
         if key in base:

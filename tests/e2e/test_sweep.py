@@ -158,3 +158,13 @@ def test_shipped_study_files_are_valid(path: Path) -> None:
     sweep = parse_sweep(path)
     assert sweep.repeats == 3 and sweep.cells
     assert sweep.name == path.stem
+
+
+def test_repeats_override_and_moved_runs_still_match(tmp_path: Path) -> None:
+    from genefl.engine.server import config_differences
+
+    path = _write(tmp_path, "repeats = 3\n" + TINY_BASE + "[[grid]]\nlr = [0.01, 0.05]\n")
+    sweep = parse_sweep(path, tmp_path / "out", repeats_override=1)
+    assert sweep.repeats == 1 and sweep.total_runs == 2
+    assert config_differences({"output_dir": "a", "lr": 0.1}, {"output_dir": "b", "lr": 0.1}) == []
+    assert config_differences({"lr": 0.1}, {"lr": 0.2}) == ["lr: checkpoint 0.1, now 0.2"]

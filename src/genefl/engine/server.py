@@ -590,9 +590,16 @@ def mean_last(values: Sequence[float], n: int = LAST_ROUNDS) -> float:
     return float(np.mean(tail)) if tail else math.nan
 
 
+#: resolved keys that say where a run's files are, not what the run is (a run directory
+#: that was moved or renamed is still the same run)
+PLACE_KEYS = ("output_dir",)
+
+
 def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: checkpoint ..., now ...`` for every key whose value differs."""
-    keys = sorted(set(stored) | set(current))
+    """``key: checkpoint ..., now ...`` for every key whose value differs (the keys of
+    :data:`PLACE_KEYS` aside).
+    """
+    keys = sorted((set(stored) | set(current)) - set(PLACE_KEYS))
     return [
         f"{k}: checkpoint {stored.get(k)!r}, now {current.get(k)!r}"
         for k in keys
