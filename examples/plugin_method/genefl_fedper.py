@@ -13,14 +13,10 @@ pyproject.toml: ``genefl compare --methods fedavg,fedper``, ``genefl run --metho
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import torch
-
-from genefl.algorithms.base import Algorithm, ClientContext
+from genefl.algorithms.partial import SharedLayersAlgorithm
 from genefl.errors import ConfigError
-from genefl.models.layers import Layer
 from genefl.options import option
 
 
@@ -33,41 +29,25 @@ class FedPerParams:
     )
 
 
-class FedPer(Algorithm):
-    """The base layers are averaged per cluster; the last layers stay on each client."""
+class FedPer(SharedLayersAlgorithm):
+    """The base layers are averaged per cluster; the last layers stay on each client.
+
+    :class:`~genefl.algorithms.partial.SharedLayersAlgorithm` does the rest: it downloads,
+    uploads, accepts and passes on to new clients exactly the shared layers, and keeps the
+    others local (the server view completes them with the client's own values).
+    """
 
     params_cls = FedPerParams
+    params: FedPerParams
     exchanges = "base layers (all but the personal ones)"
     initialises = "cluster base (personal layers fresh)"
 
-    def __init__(self, params: FedPerParams, layers: Sequence[Layer], num_clusters: int) -> None:
-        super().__init__(params, layers, num_clusters)
-        local = params.fedper_local_layers
+    def shared_layers(self) -> list[str]:
+        """Every layer but the last ``fedper_local_layers``."""
+        local = self.params.fedper_local_layers
         if local >= len(self.layers):
             raise ConfigError(
                 f"--fedper-local-layers must be below the model's {len(self.layers)} layers; "
                 f"got {local}"
             )
-        #: the layers exchanged, in model order
-        self.base = self.all_layer_names[:-local]
-
-    def download_layers(self, cluster: int, phase: str) -> list[str]:
-        """The cluster's base; a client keeps its own personal layers."""
-        return list(self.base)
-
-    def select_upload(
-        self,
-        before: Mapping[str, torch.Tensor],
-        after: Mapping[str, torch.Tensor],
-        ctx: ClientContext,
-    ) -> list[str]:
-        """The base layers."""
-        return list(self.base)
-
-    def allowed_upload_layers(self, cluster: int) -> set[str]:
-        """Only the base layers (the server rejects anything else)."""
-        return set(self.base)
-
-    def learngene_layers(self, cluster: int) -> list[str]:
-        """A new client inherits the cluster's base."""
-        return list(self.base)
+        return self.all_layer_names[:-local]

@@ -4,7 +4,9 @@ and the result of an inversion.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -64,3 +66,19 @@ def parameter_gradients(
     loss = cross_entropy(model(inputs), labels)
     grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
     return dict(zip(names, grads))
+
+
+def best_of_restarts(restarts: int, attempt: Callable[[], Reconstruction]) -> Reconstruction:
+    """The attempt (of ``max(1, restarts)``) with the lowest matching loss, chosen by that
+    loss alone (never by the original image; a NaN loss never wins); its ``steps`` count
+    every attempt's.
+    """
+    best: Reconstruction | None = None
+    steps = 0
+    for _ in range(max(1, restarts)):
+        found = attempt()
+        steps += found.steps
+        if best is None or (math.isfinite(found.loss) and not found.loss >= best.loss):
+            best = found
+    assert best is not None
+    return replace(best, steps=steps)

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from genefl.privacy.gradients import Reconstruction, parameter_gradients
+from genefl.privacy.gradients import Reconstruction, best_of_restarts, parameter_gradients
 
 
 @dataclass(frozen=True)
@@ -100,18 +100,10 @@ def reconstruct_idlg(
     ``settings.restarts`` random starts the one with the lowest matching loss is returned
     (``steps`` counts the steps of all starts).
     """
-    best: Reconstruction | None = None
-    steps = 0
-    for _ in range(max(1, settings.restarts)):
-        found = _invert_once(
-            model, observed, image_shape, num_classes, normalise, generator, labels, masks,
-            settings,
-        )
-        steps += found.steps
-        if best is None or found.loss < best.loss:
-            best = found
-    assert best is not None
-    return replace(best, steps=steps)
+    return best_of_restarts(settings.restarts, lambda: _invert_once(
+        model, observed, image_shape, num_classes, normalise, generator, labels, masks,
+        settings,
+    ))
 
 
 def _invert_once(

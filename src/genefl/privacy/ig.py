@@ -24,14 +24,13 @@ The model is evaluated in ``eval`` mode, as for iDLG.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from genefl.privacy.gradients import Reconstruction, parameter_gradients
+from genefl.privacy.gradients import Reconstruction, best_of_restarts, parameter_gradients
 
 #: added to the norms of the cosine so that an all-zero gradient gives a finite loss
 EPS = 1e-12
@@ -114,20 +113,10 @@ def reconstruct_ig(
     ``None`` to optimise soft labels jointly. Of ``settings.restarts`` random starts the
     one with the lowest final cosine loss is returned (``steps`` counts every start's).
     """
-    best: Reconstruction | None = None
-    steps = 0
-    for _ in range(max(1, settings.restarts)):
-        found = _ig_once(
-            model, observed, image_shape, num_classes, normalise, generator, labels, masks,
-            settings,
-        )
-        steps += found.steps
-        if best is None or (
-            math.isfinite(found.loss) and not found.loss >= best.loss  # NaN never wins
-        ):
-            best = found
-    assert best is not None
-    return replace(best, steps=steps)
+    return best_of_restarts(settings.restarts, lambda: _ig_once(
+        model, observed, image_shape, num_classes, normalise, generator, labels, masks,
+        settings,
+    ))
 
 
 def _ig_once(
