@@ -149,13 +149,12 @@ def composition(
             for name in up.layers:
                 counts[name] += 1
         kinds = {}
-        for kind in dict.fromkeys([*KINDS, *(la.kind for la in layers)]):
+        for kind in dict.fromkeys(la.kind for la in layers):
             names = [n for n, c in counts.items() if c and sizes[n].kind == kind]
-            if any(la.kind == kind for la in layers):
-                kinds[kind] = (
-                    sum(counts[n] for n in names) / len(ups),
-                    sum(counts[n] * sizes[n].nbytes for n in names) / len(ups) / model,
-                )
+            kinds[kind] = (
+                sum(counts[n] for n in names) / len(ups),
+                sum(counts[n] * sizes[n].nbytes for n in names) / len(ups) / model,
+            )
         mean_bytes = sum(up.nbytes for up in ups) / len(ups)
         rows.append(GammaRow(
             phase=phase, gamma=gamma, rounds=tuple(sorted({up.round for up in ups})),
