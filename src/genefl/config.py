@@ -104,6 +104,15 @@ class RunConfig:
     )
     seed: int = option(0, "seed of every random choice in the run", minimum=0)
     device: str = option("auto", "torch device: auto, cpu, cuda, cuda:N")
+    workers: int = option(
+        1, "processes that train a round's clients in parallel, alive for the whole run; "
+        "auto = one per physical core, capped by --clients-per-round; 1 = one after the "
+        "other in this process (same results for any count)", minimum=0, auto=True,
+    )
+    threads_per_worker: int = option(
+        0, "torch threads of each worker; auto = the physical cores shared among the "
+        "workers (with --workers 1: torch's default)", minimum=0, auto=True,
+    )
     batched_clients: bool = option(
         False, "train a round's clients that have no local objective and equal training "
         "sizes together with torch.func.vmap (for GPUs; same results up to float rounding)",
@@ -136,6 +145,12 @@ class RunConfig:
         if self.clusters > self.known_clients:
             raise ConfigError(
                 f"--clusters ({self.clusters}) must be <= --known-clients ({self.known_clients})"
+            )
+        if self.batched_clients and self.workers > 1:
+            raise ConfigError(
+                f"--batched-clients trains a round's clients together in one process; it "
+                f"cannot be combined with --workers {self.workers}: use --workers 1 (or "
+                "auto) with it, or drop --batched-clients"
             )
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")
                 or self.device == "mps"):

@@ -26,6 +26,34 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or UNKNOWN
 
 
+def physical_cores() -> int:
+    """CPU cores this process may run on, hyperthread siblings counted once: the distinct
+    ``(physical id, core id)`` pairs of ``/proc/cpuinfo`` among the CPUs of its affinity
+    mask (Linux), else :func:`os.cpu_count`; at least 1.
+    """
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        allowed = None
+    logical = len(allowed) if allowed else (os.cpu_count() or 1)
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return max(1, logical)
+    cores = set()
+    for block in text.strip().split("\n\n"):
+        fields = dict(
+            (k.strip(), v.strip()) for k, _, v in
+            (line.partition(":") for line in block.splitlines()) if k.strip()
+        )
+        if "processor" not in fields or "core id" not in fields:
+            return max(1, logical)  # no topology given (some VMs, ARM): logical CPUs
+        if allowed and int(fields["processor"]) not in allowed:
+            continue
+        cores.add((fields.get("physical id", "0"), fields["core id"]))
+    return max(1, min(len(cores) or logical, logical))
+
+
 def memory_gib() -> float | str:
     """Physical memory in GiB (2^30 bytes), rounded to 0.1, or ``"unknown"``."""
     try:
@@ -83,6 +111,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count() or UNKNOWN,
+        "physical_cores": physical_cores(),
         "gpu": gpu_names(),
         "memory_gib": memory_gib(),
         "os": platform.platform(),

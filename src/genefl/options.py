@@ -30,9 +30,13 @@ class Rule:
     choices: tuple[str, ...] | None = None
     #: whether +-inf is an accepted value (otherwise every float must be finite)
     allow_inf: bool = False
+    #: whether ``auto`` is accepted as a spelling of 0 (an integer option's automatic value)
+    auto: bool = False
 
     def describe(self) -> str:
         """Human-readable accepted range, e.g. ``in (0, 1]`` or ``one of a, b``."""
+        if self.auto:
+            return "auto (or 0) or an integer >= 1"
         if self.choices is not None:
             return "one of " + ", ".join(self.choices)
         if self.minimum is None and self.maximum is None:
@@ -62,11 +66,14 @@ def option(
     exclusive_max: bool = False,
     choices: Sequence[str] | None = None,
     allow_inf: bool = False,
+    auto: bool = False,
 ) -> Any:
-    """A dataclass field carrying its help text and accepted range."""
+    """A dataclass field carrying its help text and accepted range (``auto``: an integer
+    option that also takes the word ``auto``, stored as 0).
+    """
     rule = Rule(
         help, minimum, maximum, exclusive_min, exclusive_max,
-        tuple(choices) if choices is not None else None, allow_inf,
+        tuple(choices) if choices is not None else None, allow_inf, auto,
     )
     return field(default=default, metadata={"rule": rule})
 
@@ -111,6 +118,10 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
                 return value.lower() in ("true", "1", "yes")
             raise ValueError
         if tp is int:
+            if f.metadata["rule"].auto and isinstance(value, str) and (
+                value.strip().lower() == "auto"
+            ):
+                return 0
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             return int(value)

@@ -57,10 +57,47 @@ class ClientContext:
 
 @dataclass(frozen=True)
 class ClientData:
-    """A client's tensors on the training device: ``x`` is ``(n, C, H, W)`` float."""
+    """A client's samples on the training device: labels ``y`` ``(n,)`` and images.
 
-    x: torch.Tensor
+    Either ``images`` holds the samples themselves as float ``(n, C, H, W)`` (``index``
+    ``None``), or it is the data set's shared buffer of stored images (``uint8``
+    ``(N, C, H, W)``, one for every client) and ``index`` ``(n,)`` picks this client's
+    rows: a batch is gathered and converted to ``(pixels / scale - mean) / std`` only
+    when asked for (:meth:`rows`), so no client holds a float copy of its data.
+    """
+
+    images: torch.Tensor
     y: torch.Tensor
+    #: rows of ``images`` that are this client's samples (``None``: all of them, as stored)
+    index: torch.Tensor | None = None
+    #: per-channel mean and std ``(1, C, 1, 1)`` of the pixels in ``[0, 1]``
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+    #: the stored value of a white pixel (255 for ``uint8`` images)
+    scale: float = 255.0
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def rows(self, positions: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """Float model inputs ``(len(positions), C, H, W)`` of the samples at
+        ``positions`` (``None``: every sample), converted on the data's device.
+        """
+        if self.index is None and self.mean is None:
+            return self.images if positions is None else self.images[positions]
+        rows = self.index if positions is None else self.index[positions]
+        x = (self.images if rows is None else self.images.index_select(0, rows)).float()
+        x = x.div_(self.scale)
+        if self.mean is not None and self.std is not None:
+            x = x.sub_(self.mean).div_(self.std)
+        return x
+
+    @property
+    def x(self) -> torch.Tensor:
+        """Every sample as float model inputs ``(n, C, H, W)`` (a new tensor unless the
+        samples are stored as such).
+        """
+        return self.rows()
 
 
 @dataclass(frozen=True)

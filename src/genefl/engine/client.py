@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,8 +28,23 @@ from genefl.callbacks.base import ClientRoundRecord
 from genefl.engine.local import LocalSettings, LocalStats, evaluate, train_local
 from genefl.engine.wire import payload_bytes, select_layers
 from genefl.models.layers import Layer, get_params, set_params
-from genefl.seeding import numpy_rng
+from genefl.seeding import numpy_rng, torch_generator
 from genefl.types import ParamDict
+
+
+def client_context(
+    seed: int, client_id: int, cluster: int, rnd: int, phase: str,
+    instructions: Mapping[str, Any], num_samples: int, state: dict[str, Any],
+) -> ClientContext:
+    """A client's context for one round, with its random streams named by
+    ``(seed, round, client)`` (so every driver and worker draws the same numbers).
+    """
+    return ClientContext(
+        client_id=client_id, cluster=cluster, round=rnd, phase=phase,
+        instructions=instructions, num_samples=num_samples, state=state,
+        generator=torch_generator(seed, "train", rnd, client_id),
+        rng=numpy_rng(seed, "algorithm", rnd, client_id),
+    )
 
 
 @dataclass

@@ -62,16 +62,16 @@ def train_local(
         weight_decay=settings.weight_decay,
     )
     model.train()
-    n = data.x.shape[0]
+    n = len(data)
     steps, loss_sum, correct, seen = 0, 0.0, 0, 0
     for _ in range(settings.epochs):
-        order = torch.randperm(n, generator=generator).to(data.x.device)
+        order = torch.randperm(n, generator=generator).to(data.y.device)
         for start in range(0, n, settings.batch_size):
             idx = order[start : start + settings.batch_size]
             if idx.numel() < 2 and n >= 2:
                 # a batch of one breaks batch norm in training mode: fold it into the next
                 continue
-            x, y = data.x[idx], data.y[idx]
+            x, y = data.rows(idx), data.y[idx]
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             if objective is not None:

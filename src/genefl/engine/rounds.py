@@ -26,6 +26,7 @@ from genefl.engine.client import (
     ClientStart,
     ClientUpdate,
     begin_update,
+    client_context,
     client_drops_out,
     client_update,
     finish_update,
@@ -45,9 +46,9 @@ from genefl.engine.server import (  # noqa: F401  (re-exported: the engine's pub
     sample_participants,
 )
 from genefl.engine.store import ClientStore
+from genefl.engine.workers import TrainJob, WorkerPool
 from genefl.method.cluster import data_signature
 from genefl.models.layers import Layer, set_params
-from genefl.seeding import numpy_rng, torch_generator
 from genefl.types import ParamDict
 
 
@@ -58,8 +59,19 @@ class ClientTensors:
     train: ClientData
     val: ClientData
     test: ClientData
-    #: flattened train pixels in [0, 1], ``(n, features)``, for its signature
-    pixels: np.ndarray
+    #: the data set's stored training images ``(N, C, H, W)`` (shared by every client)
+    train_images: np.ndarray
+    #: this client's rows of ``train_images`` (``None``: all of them)
+    train_rows: np.ndarray | None = None
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """Flattened training pixels in ``[0, 1]``, ``(n, features)`` float32, for the
+        client's signature (computed on each call, not kept).
+        """
+        images = (self.train_images if self.train_rows is None
+                  else self.train_images[self.train_rows])
+        return images.reshape(images.shape[0], -1).astype(np.float32) / 255.0
 
 
 class Engine:
@@ -83,6 +95,7 @@ class Engine:
         store: ClientStore | None = None,
         batched: bool = False,
         signature_dim: int = 5,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.fed = FederationServer(
             algorithm, layers, server, seed, callbacks, max_update_ratio, transport
@@ -103,6 +116,8 @@ class Engine:
         self.batched = batched
         #: singular vectors of a joining client's signature
         self.signature_dim = signature_dim
+        #: worker processes that train a round's clients (``None``: this process)
+        self.pool = pool
         #: signatures given to :meth:`run_phase` / :meth:`run_round` (else computed)
         self._signatures: Mapping[int, np.ndarray] = {}
 
@@ -144,16 +159,10 @@ class Engine:
     def _context(self, client_id: int, cluster: int, rnd: int, phase: str,
                  instructions: dict) -> ClientContext:
         record = self.store.get(client_id)
-        return ClientContext(
-            client_id=client_id,
-            cluster=cluster,
-            round=rnd,
-            phase=phase,
-            instructions=instructions,
-            num_samples=int(self.clients[client_id].train.y.shape[0]),
-            state=dict(record.state) if record is not None else {},
-            generator=torch_generator(self.seed, "train", rnd, client_id),
-            rng=numpy_rng(self.seed, "algorithm", rnd, client_id),
+        return client_context(
+            self.seed, client_id, cluster, rnd, phase, instructions,
+            len(self.clients[client_id].train),
+            dict(record.state) if record is not None else {},
         )
 
     def initialise(self, task: ClientTask, plan: RoundPlan) -> None:
@@ -211,6 +220,8 @@ class Engine:
         for task in plan.tasks:
             if task.package is not None:
                 self.initialise(task, plan)
+        if self.pool is not None and self.pool.size > 1:
+            return self._train_in_pool(plan, self.pool)
         if not self.batched:
             return [self.train_client(task, plan) for task in plan.tasks]
         algo, done = self.algorithm, {}
@@ -247,6 +258,30 @@ class Engine:
             for (ctx, down_bytes, begun), (params, stats) in zip(group, trained):
                 set_params(self.model, params)
                 done[ctx.client_id] = self._finish(ctx, plan, begun, stats, down_bytes)
+        return [done[task.client_id] for task in plan.tasks]
+
+    def _train_in_pool(self, plan: RoundPlan, pool: WorkerPool) -> list[ClientOutcome]:
+        """Every participant's :func:`client_update` on the pool's workers, with what it
+        received and its own model and extras from this process's store; the trained
+        models go back into the store here, in ``plan.tasks`` order.
+        """
+        done: dict[int, ClientOutcome] = {}
+        jobs: list[tuple[ClientTask, ClientContext]] = []
+        for task in plan.tasks:
+            cid = task.client_id
+            ctx = self._context(cid, task.cluster, plan.round, plan.phase, plan.instructions)
+            if self.drops_out(cid, plan.round):
+                done[cid] = dropped_outcome(task, plan, ctx.num_samples)
+            else:
+                jobs.append((task, ctx))
+        results = pool.train([
+            TrainJob(ctx.client_id, ctx.cluster, ctx.round, ctx.phase, ctx.instructions,
+                     dict(task.received), self._own(ctx.client_id), ctx.state)
+            for task, ctx in jobs
+        ])
+        for (task, ctx), (result, state) in zip(jobs, results):
+            ctx.state = state
+            done[ctx.client_id] = self._outcome(ctx, plan, result, task.download_bytes)
         return [done[task.client_id] for task in plan.tasks]
 
     def _finish(
@@ -286,9 +321,10 @@ class Engine:
                                                      ctx)
             data = self.clients[cid].test
             set_params(self.model, params)
-            correct += evaluate(self.model, data.x, data.y) * data.y.shape[0]
+            x = data.x
+            correct += evaluate(self.model, x, data.y) * data.y.shape[0]
             set_params(self.model, {**params, **server_view_for(cid)})
-            server_correct += evaluate(self.model, data.x, data.y) * data.y.shape[0]
+            server_correct += evaluate(self.model, x, data.y) * data.y.shape[0]
             total += data.y.shape[0]
         return correct, server_correct, total
 

@@ -593,13 +593,16 @@ def mean_last(values: Sequence[float], n: int = LAST_ROUNDS) -> float:
 #: resolved keys that say where a run's files are, not what the run is (a run directory
 #: that was moved or renamed is still the same run)
 PLACE_KEYS = ("output_dir",)
+#: resolved keys that say how a run is executed, not what it computes (a run resumed or
+#: reused with another worker count is the same run)
+EXECUTION_KEYS = ("workers", "threads_per_worker")
 
 
 def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``key: checkpoint ..., now ...`` for every key whose value differs (the keys of
-    :data:`PLACE_KEYS` aside).
+    :data:`PLACE_KEYS` and :data:`EXECUTION_KEYS` aside).
     """
-    keys = sorted((set(stored) | set(current)) - set(PLACE_KEYS))
+    keys = sorted((set(stored) | set(current)) - set(PLACE_KEYS) - set(EXECUTION_KEYS))
     return [
         f"{k}: checkpoint {stored.get(k)!r}, now {current.get(k)!r}"
         for k in keys
@@ -780,6 +783,8 @@ def run_federation(
         "notes": list(plan.notes),
         "wall_seconds": elapsed_before + time.perf_counter() - t0,
         "peak_rss_mb": peak_rss_mb(),
+        "workers": plan.info.get("workers", 1),
+        "threads_per_worker": plan.info.get("threads_per_worker"),
     }
     if plan.extra_results is not None:
         results.update(plan.extra_results())

@@ -35,6 +35,7 @@ from genefl.engine.server import (
     run_federation,
 )
 from genefl.engine.store import ClientStore, DiskClientStore
+from genefl.engine.workers import WorkerPool, WorkerSetup, resolve_workers, share_dataset
 from genefl.errors import ConfigError
 from genefl.method.cluster import subspace_basis
 from genefl.models import build_model, get_params, list_layers
@@ -58,46 +59,62 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"--device {name!r} is not a torch device ({exc})") from exc
 
 
-def train_pixels(dataset: ImageDataset) -> torch.Tensor:
-    """The training images as float pixels in ``[0, 1]``, ``(n, C, H, W)``."""
-    return torch.from_numpy(dataset.train_images).float().div_(255.0)
-
-
-def channel_stats(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std ``(1, C, 1, 1)`` of training pixels ``(n, C, H, W)`` in
-    ``[0, 1]`` (:func:`train_pixels`): a model's input is ``(pixels - mean) / std``.
+def channel_stats(images: np.ndarray, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (unbiased) std ``(1, C, 1, 1)``, float32, of stored ``uint8``
+    images ``(N, C, H, W)`` read as pixels in ``[0, 1]``: a model's input is
+    ``(pixels - mean) / std``. Exact integer sums over ``chunk`` images at a time, so no
+    float copy of the data set is made and the result does not depend on ``chunk``.
     """
-    mean = train.mean(dim=(0, 2, 3), keepdim=True)
-    std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return mean, std
+    n, c = images.shape[0], images.shape[1]
+    count = n * images.shape[2] * images.shape[3]
+    total = [0] * c
+    squares = [0] * c
+    for start in range(0, n, chunk):
+        block = images[start:start + chunk].astype(np.int64)
+        sums = block.sum(axis=(0, 2, 3))
+        sq = np.einsum("nchw,nchw->c", block, block)
+        for ch in range(c):
+            total[ch] += int(sums[ch])
+            squares[ch] += int(sq[ch])
+    mean = [t / count / 255.0 if count else 0.0 for t in total]
+    # var = (sum x^2 - (sum x)^2 / m) / (m - 1), in exact integers before the division
+    var = [(q * count - t * t) / (count * (count - 1)) / 255.0**2 if count > 1 else 0.0
+           for t, q in zip(total, squares)]
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1)
+    std_t = torch.tensor([v**0.5 for v in var], dtype=torch.float32).view(1, c, 1, 1)
+    return mean_t, std_t.clamp_min(1e-6)
 
 
 def client_tensors(
-    dataset: ImageDataset, federation: Federation, device: torch.device
+    dataset: ImageDataset, federation: Federation, device: torch.device,
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[int, ClientTensors]:
-    """Normalised per-client tensors on ``device`` (per-channel train mean/std)."""
-    train = train_pixels(dataset)
-    mean, std = channel_stats(train)
-    test = torch.from_numpy(dataset.test_images).float().div_(255.0)
-    train_x = ((train - mean) / std).to(device)
-    test_x = ((test - mean) / std).to(device)
-    train_y = torch.from_numpy(dataset.train_labels).long().to(device)
-    test_y = torch.from_numpy(dataset.test_labels).long().to(device)
+    """Every client's data on ``device``: index views into the data set's stored images
+    (one buffer per split, shared by all clients; copied to ``device`` once if that is
+    not the CPU), normalised per batch with the training split's per-channel ``stats``
+    (:func:`channel_stats`, computed here when not given).
+    """
+    mean, std = stats if stats is not None else channel_stats(dataset.train_images)
+    mean, std = mean.to(device), std.to(device)
+    train_x = torch.from_numpy(dataset.train_images).to(device)
+    test_x = torch.from_numpy(dataset.test_images).to(device)
+    train_y = torch.from_numpy(dataset.train_labels).to(device)
+    test_y = torch.from_numpy(dataset.test_labels).to(device)
 
     def part(x: torch.Tensor, y: torch.Tensor, idx: np.ndarray) -> ClientData:
         index = torch.from_numpy(idx.astype(np.int64)).to(device)
-        return ClientData(x.index_select(0, index), y.index_select(0, index))
+        return ClientData(x, y.index_select(0, index), index, mean, std)
 
-    out = {}
-    for split in federation.known + federation.agnostic:
-        pixels = dataset.train_images[split.train].reshape(split.train.size, -1)
-        out[split.client_id] = ClientTensors(
+    return {
+        split.client_id: ClientTensors(
             train=part(train_x, train_y, split.train),
             val=part(train_x, train_y, split.val),
             test=part(test_x, test_y, split.test),
-            pixels=pixels.astype(np.float32) / 255.0,
+            train_images=dataset.train_images,
+            train_rows=split.train,
         )
-    return out
+        for split in federation.known + federation.agnostic
+    }
 
 
 def cluster_known_clients(
@@ -207,12 +224,24 @@ class Simulation:
     signature_bytes_known: int
     #: temporary folder of a disk store without a checkpoint (removed by :meth:`close`)
     store_dir: tempfile.TemporaryDirectory | None = None
+    #: the worker processes (``--workers`` > 1), stopped by :meth:`close`
+    pool: WorkerPool | None = None
+    #: ``(workers, threads per worker)`` as resolved (0 threads: torch's default)
+    workers: tuple[int, int] = (1, 0)
+    #: torch's thread count before the run (restored by :meth:`close`)
+    previous_threads: int | None = None
 
     def close(self) -> None:
-        """Remove temporary files."""
+        """Stop the workers, remove temporary files, restore torch's thread count."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
         if self.store_dir is not None:
             self.store_dir.cleanup()
             self.store_dir = None
+        if self.previous_threads is not None:
+            torch.set_num_threads(self.previous_threads)
+            self.previous_threads = None
 
 
 def prepare_simulation(
@@ -241,15 +270,18 @@ def prepare_simulation(
         config, dataset.image_shape, dataset.num_classes, device
     )
     algorithm = make_algorithm(config, params, layers)
-
-    clients = client_tensors(dataset, federation, device)
+    workers, threads = resolve_workers(config, config.clients_per_round)
+    tensors: list[torch.Tensor] = []
+    if workers > 1:
+        dataset, tensors = share_dataset(dataset)  # held once, for every worker
+    stats = channel_stats(dataset.train_images)
+    clients = client_tensors(dataset, federation, device, stats)
     known_ids = [s.client_id for s in federation.known]
     agnostic_ids = [s.client_id for s in federation.agnostic]
     labels, centers = cluster_known_clients(clients, known_ids, config)
     server = initial_state(known_ids, labels, centers, initial, config.clusters)
-    signature_bytes_known = 4 * sum(
-        config.signature_dim * clients[cid].pixels.shape[1] for cid in known_ids
-    )
+    features = int(np.prod(dataset.image_shape))
+    signature_bytes_known = 4 * config.signature_dim * features * len(known_ids)
     settings = LocalSettings.from_config(config)
     store_dir: tempfile.TemporaryDirectory | None = None
     store: ClientStore = ClientStore()
@@ -271,12 +303,27 @@ def prepare_simulation(
         max_update_ratio=config.max_update_ratio, transport=transport, store=store,
         batched=config.batched_clients, signature_dim=config.signature_dim,
     )
-    return Simulation(
+    sim = Simulation(
         config=config, device=device, dataset=dataset, federation=federation,
         layers=layers, initial=initial, algorithm=algorithm, clients=clients,
         known_ids=known_ids, agnostic_ids=agnostic_ids, labels=labels, server=server,
         engine=engine, signature_bytes_known=signature_bytes_known, store_dir=store_dir,
+        workers=(workers, threads),
     )
+    if workers == 1 and threads > 0:
+        sim.previous_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+    if workers > 1:
+        setup = WorkerSetup(
+            config, params, dataset.name, dataset.num_classes, tuple(tensors), federation,
+            stats, str(device), threads,
+        )
+        try:
+            sim.pool = engine.pool = WorkerPool(setup, workers)
+        except BaseException:
+            sim.close()
+            raise
+    return sim
 
 
 def run_simulation(
@@ -312,6 +359,8 @@ def run_simulation(
         "cluster_sizes": list(sim.server.counts),
         "notes": list(federation.notes),
         "total_rounds": config.known_rounds + config.agnostic_rounds,
+        "workers": sim.workers[0],
+        "threads_per_worker": sim.workers[1] or torch.get_num_threads(),
     }
     plan = RunPlan(
         config=config, resolved=resolved, known_pool=sim.known_ids,

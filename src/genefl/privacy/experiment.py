@@ -30,7 +30,7 @@ from genefl.algorithms.base import Upload
 from genefl.callbacks.progress import say
 from genefl.config import RunConfig
 from genefl.data.datasets import ImageDataset
-from genefl.engine.simulation import channel_stats, prepare_simulation, train_pixels
+from genefl.engine.simulation import channel_stats, prepare_simulation
 from genefl.engine.wire import payload_bytes, select_layers
 from genefl.errors import ConfigError
 from genefl.models import build_model, get_params, set_params
@@ -154,8 +154,8 @@ class VictimRecorder:
                 )
             rng = numpy_rng(sim.config.seed, "attack", "images", rnd, j)
             idx = torch.from_numpy(np.sort(rng.choice(n, size=options.batch, replace=False)))
-            idx = idx.to(data.x.device)
-            x = data.x.index_select(0, idx)
+            idx = idx.to(data.y.device)
+            x = data.rows(idx)
             pixels = (x * self.std.to(x.device) + self.mean.to(x.device)).clamp(0, 1)
             weights = {k: v.detach().clone() for k, v in sim.engine.store.get(cid).params.items()}
             victims.append(Victim(rnd, j, cid, pixels, data.y.index_select(0, idx), weights,
@@ -282,7 +282,7 @@ def attack_method(
     sim = prepare_simulation(config, params, callbacks, dataset=dataset)
     try:
         engine = sim.engine
-        mean, std = channel_stats(train_pixels(sim.dataset))
+        mean, std = channel_stats(sim.dataset.train_images)
         mean, std = mean.to(sim.device), std.to(sim.device)
         recorder = VictimRecorder(sim, rounds, options, mean, std)
         engine.transport = recorder
