@@ -4,8 +4,11 @@
 Flower deployment when flwr and openssl are there) prints a table and,
 as its last line, one JSON object with ``engine_vs_bare``, ``genefl_vs_fedavg_round``,
 ``fisher_vs_epoch``, ``fisher_max_rel_err``, ``rss_10k_vs_100`` and
-``flower_sim_vs_engine`` (null unless the ``flower`` extra is installed:
-``pip install -e '.[flower]'``), plus ``batched_vs_sequential_round`` (no target: batched
+``flower_sim_vs_engine`` (the engine at its fastest setting on the machine; null unless
+the ``flower`` extra is installed: ``pip install -e '.[flower]'``),
+``parallel_vs_sequential_round`` (a round's time with 2 worker processes x 1 thread over
+1 process x 2 threads) and ``rss_vs_data`` (peak memory of a CIFAR-10-sized run, all its
+processes, over the data set's float32 size), plus ``batched_vs_sequential_round`` (no target: batched
 client training's round time over the sequential loop's) and ``flower_deploy_vs_engine``
 (no target: the same GENE-FL run as a loopback Flower deployment with TLS and SuperNode
 authentication, end to end, over the engine's time; null without flwr or openssl).
@@ -32,6 +35,7 @@ import batched as batched_bench  # noqa: E402
 import engine as engine_bench  # noqa: E402
 import fisher as fisher_bench  # noqa: E402
 import flower as flower_bench  # noqa: E402
+import parallel as parallel_bench  # noqa: E402
 import store as store_bench  # noqa: E402
 
 TARGETS = {
@@ -41,6 +45,8 @@ TARGETS = {
     "fisher_max_rel_err": ("<=", 1e-5),
     "rss_10k_vs_100": ("<=", 1.2),
     "flower_sim_vs_engine": (">=", 3.0),
+    "parallel_vs_sequential_round": ("<=", 0.65),
+    "rss_vs_data": ("<=", 1.5),
 }
 
 
@@ -73,6 +79,8 @@ def main() -> None:
         mem = store_bench.measure(rounds=100, prefill=False, kind="memory")
         flo = flower_bench.measure(samples=200, epochs=1, rounds=3) if has_flwr else None
         bat = batched_bench.measure(samples=300, epochs=2, repeats=3)
+        par = parallel_bench.measure_rounds(samples=600, epochs=2, repeats=3)
+        rss = parallel_bench.measure_memory(workers=(2,))
     else:
         eng = engine_bench.measure(samples=1350, epochs=10, repeats=5)
         fis = fisher_bench.measure(samples=1350, repeats=5)
@@ -80,6 +88,8 @@ def main() -> None:
         mem = store_bench.measure(rounds=300, prefill=True, kind="memory")
         flo = flower_bench.measure(samples=600, epochs=2, rounds=5) if has_flwr else None
         bat = batched_bench.measure(samples=1350, epochs=2, repeats=3)
+        par = parallel_bench.measure_rounds(samples=1350, epochs=2, repeats=5)
+        rss = parallel_bench.measure_memory(workers=(1, 2))
     summary = {
         "engine_vs_bare": eng["engine_vs_bare"],
         "genefl_vs_fedavg_round": eng["genefl_vs_fedavg_round"],
@@ -93,6 +103,8 @@ def main() -> None:
         "batched_vs_sequential_round": bat["batched_vs_sequential_round"],
         # no target: a real deployment (TLS, node auth, one process per message)
         "flower_deploy_vs_engine": flo["flower_deploy_vs_engine"] if flo is not None else None,
+        "parallel_vs_sequential_round": par["parallel_vs_sequential_round"],
+        "rss_vs_data": rss["rss_vs_data"],
     }
     rows = [
         ("engine_vs_bare", "engine samples/s / bare loop samples/s (FedAvg round)"),
@@ -101,6 +113,8 @@ def main() -> None:
         ("fisher_max_rel_err", "max relative error of the fast Fisher vs vmap (float64)"),
         ("rss_10k_vs_100", "peak RSS, 10,000 clients / 100 clients (disk store)"),
         ("flower_sim_vs_engine", "Flower simulation / engine, end to end (FedAvg + GENE-FL)"),
+        ("parallel_vs_sequential_round", "round time, 2 workers x 1 thread / 1 x 2 threads"),
+        ("rss_vs_data", "peak PSS of a CIFAR-10-sized run / its float32 data"),
     ]
     lines = [f"machine: {machine()}", "",
              f"{'figure':24s} {'value':>10s}  {'target':>8s}  met  meaning"]
@@ -168,6 +182,30 @@ def main() -> None:
         f"ratio {bat['batched_vs_sequential_round']:.2f} ({bat['clients']} clients x "
         f"{bat['samples_per_client']} samples x {bat['epochs']} epochs; < 1 means faster)"
     )
+    per_method = ", ".join(
+        f"{m} {par[m]['parallel_round_s']:.3f} s vs {par[m]['sequential_round_s']:.3f} s "
+        f"(pool start {par[m]['pool_start_s']:.1f} s)" for m in ("fedavg", "genefl"))
+    lines.append(
+        f"workers: round with {par['workers']} workers x 1 thread vs 1 process x "
+        f"{par['workers']} threads: {per_method} ({par['clients']} clients x "
+        f"{par['samples_per_client']} samples x {par['epochs']} epochs, small CNN, 28x28)"
+    )
+    if rss["rss_vs_data"] is None:
+        lines.append(f"memory: not measured ({rss['why']})")
+    else:
+        runs = ", ".join(
+            f"{k.split('_')[1]} worker(s) {v['peak_pss_mib']:.0f} MiB ({v['seconds']:.0f} s)"
+            for k, v in rss.items() if k.startswith("workers_"))
+        lines.append(
+            f"memory: CIFAR-10-sized run (60,000 x 32x32x3, 20 + 20 clients), peak PSS of "
+            f"all its processes: {runs}; data {rss['data_uint8_mib']:.0f} MiB uint8, "
+            f"{rss['data_float32_mib']:.0f} MiB as float32"
+        )
+    if flo is not None:
+        lines.append("flower: engine setting used (workers x threads): " + ", ".join(
+            f"{m} {flo[m]['engine_setting']} (" + ", ".join(
+                f"{k} {v:.2f} s" for k, v in flo[m]["engine_tried_s"].items()) + ")"
+            for m in flower_bench.METHODS))
     lines.append(f"total {time.perf_counter() - t0:.0f} s")
     text = "\n".join(lines)
     print(text)

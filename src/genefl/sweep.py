@@ -240,7 +240,10 @@ def _run_job(config: RunConfig, params: Any, overwrite: bool, threads: int) -> d
 
     from genefl.compare import run_or_reuse
 
+    from genefl.engine.workers import CORES_ENV
+
     torch.set_num_threads(threads)
+    os.environ[CORES_ENV] = str(threads)  # --workers auto counts this job's share only
     results, _ = run_or_reuse(config, params, None, overwrite=overwrite, quiet=True,
                               log=lambda _: None)
     return results

@@ -153,13 +153,18 @@ def _start(out: Path, *extra: str) -> tuple[subprocess.Popen, list[int]]:
     while proc.poll() is None and time.monotonic() < deadline:
         rounds = out / "rounds.csv"
         if rounds.exists() and rounds.read_text().count("\n") >= 2:
-            # spawned workers (not multiprocessing's resource tracker)
-            workers = [p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)]
+            workers = _workers_of(proc.pid)
             if len(workers) >= 2:
                 return proc, workers
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"the run did not get going: {proc.communicate()}")
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The worker processes of run ``pid``: the children of its fork server."""
+    servers = [c for c in _children(pid) if "forkserver" in _cmdline(c)]
+    return [w for server in servers for w in _children(server)]
 
 
 def _cmdline(pid: int) -> str:

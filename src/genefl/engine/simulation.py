@@ -35,7 +35,13 @@ from genefl.engine.server import (
     run_federation,
 )
 from genefl.engine.store import ClientStore, DiskClientStore
-from genefl.engine.workers import WorkerPool, WorkerSetup, resolve_workers, share_dataset
+from genefl.engine.workers import (
+    WorkerPool,
+    WorkerSetup,
+    release_free_memory,
+    resolve_workers,
+    share_dataset,
+)
 from genefl.errors import ConfigError
 from genefl.method.cluster import subspace_basis
 from genefl.models import build_model, get_params, list_layers
@@ -273,7 +279,8 @@ def prepare_simulation(
     workers, threads = resolve_workers(config, config.clients_per_round)
     tensors: list[torch.Tensor] = []
     if workers > 1:
-        dataset, tensors = share_dataset(dataset)  # held once, for every worker
+        tensors = share_dataset(dataset)  # held once, for every worker
+        release_free_memory()
     stats = channel_stats(dataset.train_images)
     clients = client_tensors(dataset, federation, device, stats)
     known_ids = [s.client_id for s in federation.known]
@@ -310,7 +317,7 @@ def prepare_simulation(
         engine=engine, signature_bytes_known=signature_bytes_known, store_dir=store_dir,
         workers=(workers, threads),
     )
-    if workers == 1 and threads > 0:
+    if threads > 0:  # this process's own work (evaluation) too: same numbers for any N
         sim.previous_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
     if workers > 1:

@@ -46,6 +46,12 @@ from genefl.data.federation import Federation
 from genefl.errors import GeneflError
 from genefl.types import ParamDict
 
+#: environment variable that caps the cores ``auto`` counts (a sweep job sets it to its
+#: share; set it yourself on a machine you share)
+CORES_ENV = "GENEFL_CORES"
+#: modules the fork server imports once for every worker
+PRELOAD = ("torch", "genefl.engine.simulation", "genefl.engine.workers",
+           "genefl.engine.worker_preload")
 #: seconds a worker may take to start (import torch, build the model, attach the data)
 START_TIMEOUT_S = 300.0
 
@@ -62,20 +68,23 @@ class WorkerCrashed(GeneflError):
 
 
 # -- data held once ---------------------------------------------------------------------
-def share_dataset(dataset: ImageDataset) -> tuple[ImageDataset, list[torch.Tensor]]:
-    """The data set with its arrays moved into shared memory (one copy, made once), and
-    those shared tensors (``train_images, train_labels, test_images, test_labels``), which
-    a worker receives at start and wraps again with :func:`dataset_from_shared` without a
-    copy.
+def share_dataset(dataset: ImageDataset) -> list[torch.Tensor]:
+    """Move the data set's arrays into shared memory, in place: every holder of
+    ``dataset`` now sees the shared copy and the private one is freed (unless held
+    elsewhere). Returns the shared tensors (``train_images, train_labels, test_images,
+    test_labels``), which a worker receives at start and wraps again with
+    :func:`dataset_from_shared` without a copy.
     """
     tensors = []
-    for array in (dataset.train_images, dataset.train_labels, dataset.test_images,
-                  dataset.test_labels):
+    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+        array = getattr(dataset, field)
         shared = torch.empty(array.shape, dtype=torch.from_numpy(array[:0]).dtype)
         shared.share_memory_()
         shared.numpy()[...] = array
+        object.__setattr__(dataset, field, shared.numpy())  # frozen: same data, new home
+        del array
         tensors.append(shared)
-    return dataset_from_shared(dataset.name, dataset.num_classes, tensors), tensors
+    return tensors
 
 
 def dataset_from_shared(name: str, num_classes: int,
@@ -126,6 +135,19 @@ def _dumps(value: Any) -> bytes:
 
 
 # -- the worker's side ------------------------------------------------------------------
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``): after
+    loading a data set or building a worker, freed buffers would otherwise stay in the
+    process's resident memory. A no-op elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _die_with_parent() -> None:
     """Ask Linux to kill this process when its parent dies (no orphans after SIGKILL)."""
     if not sys.platform.startswith("linux"):
@@ -188,6 +210,7 @@ def _worker_main(setup: WorkerSetup, conn: Connection) -> None:
             )
         _send_error(conn, exc)
         return
+    release_free_memory()
     conn.send_bytes(_dumps(("ready", os.getpid())))
     while True:
         try:
@@ -198,6 +221,7 @@ def _worker_main(setup: WorkerSetup, conn: Connection) -> None:
             return
         try:
             reply = ("done", trainer.train(job))
+            release_free_memory()
         except BaseException as exc:  # noqa: BLE001
             _send_error(conn, exc)
             continue
@@ -263,7 +287,11 @@ class WorkerPool:
                  start_timeout: float = START_TIMEOUT_S) -> None:
         import torch.multiprocessing as tmp
 
-        context = tmp.get_context("spawn")
+        # a fork server that has imported torch and genefl but never run torch threads:
+        # forking from it is safe, and its imported modules are shared (copy-on-write)
+        # by every worker instead of each worker importing its own copy
+        context = tmp.get_context("forkserver")
+        context.set_forkserver_preload(list(PRELOAD))
         self.size = workers
         self.threads = setup.threads
         self._procs: list[Any] = []
@@ -376,13 +404,15 @@ class WorkerPool:
 
 def resolve_workers(config: Any, participants: int, cores: int | None = None) -> tuple[int, int]:
     """``(workers, threads per worker)`` of a run: ``--workers auto`` is one per
-    physical core (``cores``, default :func:`~genefl.machine.physical_cores`) capped by
+    physical core (``cores``; default: the environment variable ``GENEFL_CORES`` if set,
+    else :func:`~genefl.machine.physical_cores`) capped by
     the round's ``participants``, and 1 with ``--batched-clients``; ``--threads-per-worker
     auto`` shares the cores among the workers (0 with one worker: leave torch's default).
     """
     from genefl.machine import physical_cores
 
-    cores = cores or physical_cores()
+    budget = os.environ.get(CORES_ENV, "")
+    cores = cores or (int(budget) if budget.isdigit() and int(budget) > 0 else physical_cores())
     workers = config.workers
     if workers == 0:
         workers = 1 if config.batched_clients else max(1, min(cores, participants))
