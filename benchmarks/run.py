@@ -8,8 +8,9 @@ as its last line, one JSON object with ``engine_vs_bare``, ``genefl_vs_fedavg_ro
 the ``flower`` extra is installed: ``pip install -e '.[flower]'``),
 ``parallel_vs_sequential_round`` (a round's time with 2 worker processes x 1 thread over
 1 process x 2 threads) and ``rss_vs_data`` (peak memory of a CIFAR-10-sized run, all its
-processes, over the data set's float32 size), plus ``batched_vs_sequential_round`` (no target: batched
-client training's round time over the sequential loop's) and ``flower_deploy_vs_engine``
+processes, over the data set's float32 size), plus ``batched_vs_sequential_round`` (no
+target: batched client training's round time over the sequential loop's) and
+``flower_deploy_vs_engine``
 (no target: the same GENE-FL run as a loopback Flower deployment with TLS and SuperNode
 authentication, end to end, over the engine's time; null without flwr or openssl).
 Without ``--quick`` it runs larger sizes and writes ``benchmarks/RESULTS.md`` with the

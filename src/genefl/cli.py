@@ -41,9 +41,10 @@ def _add_fields(group: argparse._ArgumentGroup, cls: type, seen: set[str]) -> No
         rule = f.metadata["rule"]
         tp, _ = base_type(cls, f)
         metavar = {int: "INT", float: "FLOAT", str: "STR", bool: "BOOL"}.get(tp, "VALUE")
-        help_text = f"{rule.help} [{rule.describe()}; default: {f.default}]"
+        default = "auto" if rule.auto and f.default == 0 else f.default
+        help_text = f"{rule.help} [{rule.describe()}; default: {default}]"
         if rule.choices or (rule.minimum is None and rule.maximum is None):
-            help_text = f"{rule.help} [default: {f.default}]"
+            help_text = f"{rule.help} [default: {default}]"
         group.add_argument(
             flag(f.name), dest=f.name, metavar=metavar if not rule.choices else None,
             choices=rule.choices, default=argparse.SUPPRESS, help=help_text,

@@ -239,7 +239,6 @@ def _run_job(config: RunConfig, params: Any, overwrite: bool, threads: int) -> d
     import torch
 
     from genefl.compare import run_or_reuse
-
     from genefl.engine.workers import CORES_ENV
 
     torch.set_num_threads(threads)

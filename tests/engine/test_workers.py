@@ -21,7 +21,7 @@ import torch
 import genefl
 from genefl.algorithms.registry import algorithm_names
 from genefl.config import RunConfig
-from genefl.engine.workers import resolve_workers
+from genefl.engine.workers import AUTO_MIN_WORK, resolve_workers, training_work
 
 #: a small federation that still has joins, two clusters and several rounds per phase
 TINY = dict(
@@ -116,6 +116,12 @@ def test_worker_counts_resolve() -> None:
     assert resolve_workers(RunConfig(workers=0, batched_clients=True), 5, cores=8) == (1, 0)
     assert resolve_workers(RunConfig(workers=1), 5, cores=8) == (1, 0)
     assert resolve_workers(RunConfig(workers=4, threads_per_worker=2), 5, cores=2) == (4, 2)
+    # auto: too little training to pay for starting workers
+    assert resolve_workers(auto, 5, cores=2, work=AUTO_MIN_WORK - 1) == (1, 0)
+    assert resolve_workers(auto, 5, cores=2, work=AUTO_MIN_WORK) == (2, 1)
+    assert resolve_workers(RunConfig(workers=2), 5, cores=2, work=1) == (2, 1)  # asked for
+    config = RunConfig(known_rounds=3, agnostic_rounds=2, clients_per_round=4, local_epochs=2)
+    assert training_work(config, [100, 300]) == 5 * 4 * 2 * 200
     with pytest.raises(genefl.ConfigError, match="--batched-clients .* --workers 2"):
         RunConfig(workers=2, batched_clients=True)
 
@@ -217,3 +223,43 @@ def test_ctrl_c_or_a_killed_run_leaves_no_worker_behind(tmp_path: Path, how: str
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(p) for p in workers), "orphan worker processes"
+
+
+def test_clients_index_one_buffer_and_convert_per_batch(toy_dataset) -> None:
+    """Every client's data is a view of the data set's one uint8 buffer (no copy per
+    client), and a batch comes out exactly as eager normalisation of the whole split."""
+    import numpy as np
+
+    from genefl.data.federation import build_federation
+    from genefl.engine.simulation import channel_stats, client_tensors
+    from genefl.seeding import numpy_rng
+
+    fed = build_federation(toy_dataset, 4, 2, "shard", 2, 0.5, 0.1, numpy_rng(0, "federation"))
+    clients = client_tensors(toy_dataset, fed, torch.device("cpu"))
+    buffer = toy_dataset.train_images.__array_interface__["data"][0]
+    mean, std = channel_stats(toy_dataset.train_images)
+    pixels = torch.from_numpy(toy_dataset.train_images).double() / 255.0
+    assert torch.allclose(mean.double(), pixels.mean(dim=(0, 2, 3), keepdim=True), atol=1e-7)
+    assert torch.allclose(std.double(), pixels.std(dim=(0, 2, 3), keepdim=True), atol=1e-7)
+    eager = (torch.from_numpy(toy_dataset.train_images).float() / 255.0 - mean) / std
+    for split in fed.known + fed.agnostic:
+        data = clients[split.client_id].train
+        assert data.images.dtype == torch.uint8 and data.images.data_ptr() == buffer
+        rows = torch.tensor([len(data) - 1, 0])
+        assert torch.equal(data.rows(rows), eager[split.train[[len(data) - 1, 0]]])
+        assert torch.equal(data.x, eager[split.train])
+        assert np.array_equal(clients[split.client_id].pixels,
+                              toy_dataset.train_images[split.train].reshape(len(data), -1)
+                              .astype(np.float32) / 255.0)
+
+
+def test_sharing_moves_the_data_set_into_shared_memory_in_place(toy_dataset) -> None:
+    from genefl.engine.workers import dataset_from_shared, share_dataset
+
+    before = toy_dataset.train_images.copy()
+    tensors = share_dataset(toy_dataset)
+    assert all(t.is_shared() for t in tensors)
+    assert toy_dataset.train_images.__array_interface__["data"][0] == tensors[0].data_ptr()
+    assert (toy_dataset.train_images == before).all()
+    again = dataset_from_shared("toy", toy_dataset.num_classes, tensors)
+    assert again.train_images.__array_interface__["data"][0] == tensors[0].data_ptr()

@@ -41,6 +41,7 @@ from genefl.engine.workers import (
     release_free_memory,
     resolve_workers,
     share_dataset,
+    training_work,
 )
 from genefl.errors import ConfigError
 from genefl.method.cluster import subspace_basis
@@ -276,7 +277,9 @@ def prepare_simulation(
         config, dataset.image_shape, dataset.num_classes, device
     )
     algorithm = make_algorithm(config, params, layers)
-    workers, threads = resolve_workers(config, config.clients_per_round)
+    sizes = [s.train.size for s in federation.known + federation.agnostic]
+    workers, threads = resolve_workers(config, config.clients_per_round,
+                                       work=training_work(config, sizes))
     tensors: list[torch.Tensor] = []
     if workers > 1:
         tensors = share_dataset(dataset)  # held once, for every worker

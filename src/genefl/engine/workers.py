@@ -1,11 +1,13 @@
 """Worker processes that train a round's clients in parallel (``--workers N``).
 
-A :class:`WorkerPool` starts ``N`` processes once per run (``spawn``: no state inherited
-from a parent that already runs torch threads). Each builds the run's model, algorithm
-and local-training settings from the run configuration, exactly as a Flower node does,
-and sees every client's data through the data set's stored images in shared memory
-(:func:`share_dataset`): nothing is copied per worker or per client, and nothing but a
-client's model crosses the pipe per round.
+A :class:`WorkerPool` starts ``N`` processes once per run. They are forked from a fork
+server (``forkserver``) that has imported torch and genefl but never ran torch threads:
+forking it is safe (forking a process whose OpenMP pool has run is not), and the
+imported modules' memory is shared copy-on-write instead of imported once per worker.
+Each worker builds the run's model, algorithm and local-training settings from the run
+configuration, exactly as a Flower node does, and sees every client's data through the
+data set's stored images in shared memory (:func:`share_dataset`): nothing is copied per
+worker or per client, and nothing but a client's model crosses the pipe per round.
 
 For every participant the main process sends a :class:`TrainJob` (what the client
 received, its own model and extras from the main process's client store) and gets back
@@ -49,6 +51,10 @@ from genefl.types import ParamDict
 #: environment variable that caps the cores ``auto`` counts (a sweep job sets it to its
 #: share; set it yourself on a machine you share)
 CORES_ENV = "GENEFL_CORES"
+#: ``--workers auto`` stays at 1 below this much training work (samples through the
+#: model, :func:`training_work`): starting the workers takes a few seconds, about what a
+#: small CNN trains on this many samples on two cores
+AUTO_MIN_WORK = 200_000
 #: modules the fork server imports once for every worker
 PRELOAD = ("torch", "genefl.engine.simulation", "genefl.engine.workers",
            "genefl.engine.worker_preload")
@@ -290,8 +296,11 @@ class WorkerPool:
         # a fork server that has imported torch and genefl but never run torch threads:
         # forking from it is safe, and its imported modules are shared (copy-on-write)
         # by every worker instead of each worker importing its own copy
-        context = tmp.get_context("forkserver")
-        context.set_forkserver_preload(list(PRELOAD))
+        if "forkserver" in tmp.get_all_start_methods():
+            context = tmp.get_context("forkserver")
+            context.set_forkserver_preload(list(PRELOAD))
+        else:  # Windows: every worker imports its own copy
+            context = tmp.get_context("spawn")
         self.size = workers
         self.threads = setup.threads
         self._procs: list[Any] = []
@@ -402,12 +411,17 @@ class WorkerPool:
         self.close()
 
 
-def resolve_workers(config: Any, participants: int, cores: int | None = None) -> tuple[int, int]:
-    """``(workers, threads per worker)`` of a run: ``--workers auto`` is one per
-    physical core (``cores``; default: the environment variable ``GENEFL_CORES`` if set,
-    else :func:`~genefl.machine.physical_cores`) capped by
-    the round's ``participants``, and 1 with ``--batched-clients``; ``--threads-per-worker
-    auto`` shares the cores among the workers (0 with one worker: leave torch's default).
+def resolve_workers(config: Any, participants: int, cores: int | None = None,
+                    work: float = math.inf) -> tuple[int, int]:
+    """``(workers, threads per worker)`` of a run.
+
+    ``--workers auto`` is one per physical core (``cores``; default: the environment
+    variable ``GENEFL_CORES`` if set, else :func:`~genefl.machine.physical_cores`) capped
+    by the round's ``participants``; it stays 1 with ``--batched-clients`` and when the
+    run's training ``work`` (samples passed through the model: rounds x participants x
+    local epochs x samples per client) is under :data:`AUTO_MIN_WORK`, too little to pay
+    for starting the workers. ``--threads-per-worker auto`` shares the cores among the
+    workers (0 with one worker: torch's default).
     """
     from genefl.machine import physical_cores
 
@@ -415,14 +429,26 @@ def resolve_workers(config: Any, participants: int, cores: int | None = None) ->
     cores = cores or (int(budget) if budget.isdigit() and int(budget) > 0 else physical_cores())
     workers = config.workers
     if workers == 0:
-        workers = 1 if config.batched_clients else max(1, min(cores, participants))
+        small = work < AUTO_MIN_WORK
+        workers = 1 if config.batched_clients or small else max(1, min(cores, participants))
     threads = config.threads_per_worker
     if threads == 0:
         threads = 0 if workers == 1 else max(1, math.floor(cores / workers))
     return workers, threads
 
 
+def training_work(config: Any, train_sizes: Sequence[int]) -> float:
+    """Samples a run passes through its model in local training: every round's
+    participants x local epochs x the clients' mean training size.
+    """
+    if not train_sizes:
+        return 0.0
+    rounds = config.known_rounds + config.agnostic_rounds
+    mean = sum(train_sizes) / len(train_sizes)
+    return float(rounds * config.clients_per_round * config.local_epochs * mean)
+
+
 __all__ = [
     "TrainJob", "WorkerCrashed", "WorkerPool", "WorkerSetup", "dataset_from_shared",
-    "resolve_workers", "share_dataset",
+    "release_free_memory", "resolve_workers", "share_dataset", "training_work",
 ]
