@@ -156,7 +156,8 @@ def test_resume_of_a_finished_run_prints_its_summary_and_exits_0(tmp_path: Path,
                          ids=lambda p: p.name)
 def test_shipped_study_files_are_valid(path: Path) -> None:
     sweep = parse_sweep(path)
-    assert sweep.repeats == 3 and sweep.cells
+    # every study has 3 seeds but the ResNet-20 one sized for a 2-core CPU
+    assert sweep.repeats == (1 if path.stem == "resnet20-small" else 3) and sweep.cells
     assert sweep.name == path.stem
 
 
