@@ -34,6 +34,7 @@ from genefl.config import resolve
 from genefl.data.datasets import ImageDataset
 from genefl.engine.server import PhaseLog
 from genefl.engine.simulation import prepare_simulation
+from genefl.machine import process_tree
 
 WORKERS = 2
 CLIENTS = 20
@@ -116,23 +117,6 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    out, frontier = [pid], [pid]
-    while frontier:
-        frontier = [c for c, p in parents.items() if p in frontier]
-        out += frontier
-    return out
-
-
 def peak_pss_mib(command: list[str]) -> tuple[float, float, int]:
     """Run ``command``; ``(peak PSS of it and its children in MiB, seconds, exit code)``."""
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -142,7 +126,7 @@ def peak_pss_mib(command: list[str]) -> tuple[float, float, int]:
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, sum(_pss_kib(p) for p in _tree(proc.pid)))
+            peak = max(peak, sum(_pss_kib(p) for p in process_tree(proc.pid)))
             time.sleep(0.02)
 
     t0 = time.perf_counter()

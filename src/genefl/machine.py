@@ -54,6 +54,33 @@ def physical_cores() -> int:
     return max(1, min(len(cores) or logical, logical))
 
 
+def parent_pids() -> dict[int, int]:
+    """Every process's parent, ``{pid: parent pid}``, from ``/proc`` (empty elsewhere)."""
+    parents: dict[int, int] = {}
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return parents
+    for entry in entries:
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # the process ended meanwhile
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (children, their children, ...), Linux only."""
+    parents = parent_pids()
+    out, frontier = [pid], [pid]
+    while frontier:
+        frontier = [c for c, p in parents.items() if p in frontier]
+        out += frontier
+    return out
+
+
 def memory_gib() -> float | str:
     """Physical memory in GiB (2^30 bytes), rounded to 0.1, or ``"unknown"``."""
     try:

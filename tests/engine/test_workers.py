@@ -22,6 +22,7 @@ import genefl
 from genefl.algorithms.registry import algorithm_names
 from genefl.config import RunConfig
 from genefl.engine.workers import AUTO_MIN_WORK, resolve_workers, training_work
+from genefl.machine import parent_pids
 
 #: a small federation that still has joins, two clusters and several rounds per phase
 TINY = dict(
@@ -127,17 +128,8 @@ def test_worker_counts_resolve() -> None:
 
 
 def _children(pid: int) -> list[int]:
-    """Process ids whose parent is ``pid`` (from /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
+    """Process ids whose parent is ``pid``."""
+    return [c for c, parent in parent_pids().items() if parent == pid]
 
 
 def _alive(pid: int) -> bool:
