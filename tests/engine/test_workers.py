@@ -146,6 +146,9 @@ def _start(out: Path, *extra: str) -> tuple[subprocess.Popen, list[int]]:
         [sys.executable, "-m", "genefl.cli", "run", *CLI_TINY, "--workers", "2",
          "--output-dir", str(out), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # as from a terminal: a shell's background jobs (CI) inherit SIGINT ignored, and a
+        # Python started so never turns Ctrl-C into KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 180
     while proc.poll() is None and time.monotonic() < deadline:
