@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +30,44 @@ CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT_VERSION = 1
 
 
+@contextmanager
+def _ctrl_c_after() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block is done, then raise it.
+
+    A ``KeyboardInterrupt`` raised inside ``torch.save``'s writer comes out as a
+    ``RuntimeError`` from its C++ zip writer: the user would see a traceback instead of a
+    clean stop. Only the main thread can set signal handlers; elsewhere, or when Ctrl-C is
+    ignored, this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or not callable(
+        signal.getsignal(signal.SIGINT)
+    ):
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught and previous is signal.default_int_handler:
+        raise KeyboardInterrupt
+    if caught and callable(previous):
+        previous(signal.SIGINT, None)
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically to ``path`` (temp file, fsync, rename)."""
+    """Write ``payload`` atomically to ``path`` (temp file, fsync, rename). Ctrl-C during
+    the write takes effect once the new checkpoint is in place.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        torch.save({"version": FORMAT_VERSION, **payload}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with _ctrl_c_after():
+        with tmp.open("wb") as fh:
+            torch.save({"version": FORMAT_VERSION, **payload}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
     try:
         fd = os.open(path.parent, os.O_RDONLY)
     except OSError:  # pragma: no cover  (platforms without directory fds)
