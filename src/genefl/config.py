@@ -106,8 +106,10 @@ class RunConfig:
     device: str = option("auto", "torch device: auto, cpu, cuda, cuda:N")
     workers: int = option(
         1, "processes that train a round's clients in parallel, alive for the whole run; "
-        "auto = one per physical core, capped by --clients-per-round; 1 = one after the "
-        "other in this process (same results for any count)", minimum=0, auto=True,
+        "auto = one per physical core, capped by --clients-per-round (1 for runs too small "
+        "to pay for starting workers); 1 = one after the other in this process; the "
+        "results are bit-identical for any count at the same --threads-per-worker",
+        minimum=0, auto=True,
     )
     threads_per_worker: int = option(
         0, "torch threads of each worker; auto = the physical cores shared among the "
