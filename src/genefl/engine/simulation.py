@@ -229,6 +229,8 @@ class Simulation:
     server: ServerState
     engine: Engine
     signature_bytes_known: int
+    #: per-channel ``(mean, std)`` of the training pixels (:func:`channel_stats`)
+    stats: tuple[torch.Tensor, torch.Tensor]
     #: temporary folder of a disk store without a checkpoint (removed by :meth:`close`)
     store_dir: tempfile.TemporaryDirectory | None = None
     #: the worker processes (``--workers`` > 1), stopped by :meth:`close`
@@ -317,7 +319,8 @@ def prepare_simulation(
         config=config, device=device, dataset=dataset, federation=federation,
         layers=layers, initial=initial, algorithm=algorithm, clients=clients,
         known_ids=known_ids, agnostic_ids=agnostic_ids, labels=labels, server=server,
-        engine=engine, signature_bytes_known=signature_bytes_known, store_dir=store_dir,
+        engine=engine, signature_bytes_known=signature_bytes_known, stats=stats,
+        store_dir=store_dir,
         workers=(workers, threads),
     )
     if threads > 0:  # this process's own work (evaluation) too: same numbers for any N

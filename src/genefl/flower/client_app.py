@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from genefl.algorithms.base import ClientContext
-from genefl.engine.client import client_drops_out, client_update
+from genefl.engine.client import client_context, client_drops_out, client_update
 from genefl.engine.local import LocalSettings, evaluate
 from genefl.engine.wire import pack, unpack
 from genefl.flower.apps import array_record, arrays, require_flwr
@@ -35,7 +35,6 @@ from genefl.flower.node import ClientSide, NodeStore, load_client
 from genefl.flower.runconfig import node_spec, options_from_run_config
 from genefl.method.cluster import subspace_basis
 from genefl.models.layers import set_params
-from genefl.seeding import numpy_rng, torch_generator
 
 #: prefix of the algorithm's instructions in a train message's config
 INSTRUCTION = "i."
@@ -48,13 +47,8 @@ def _side(context: Any, defaults: Mapping[str, Any]) -> ClientSide:
 
 def _ctx(side: ClientSide, cluster: int, rnd: int, phase: str, instructions: dict,
          extras: dict[str, Any]) -> ClientContext:
-    cid, seed = side.spec.client_id, side.config.seed
-    return ClientContext(
-        client_id=cid, cluster=cluster, round=rnd, phase=phase, instructions=instructions,
-        num_samples=int(side.data.train.y.shape[0]), state=dict(extras),
-        generator=torch_generator(seed, "train", rnd, cid),
-        rng=numpy_rng(seed, "algorithm", rnd, cid),
-    )
+    return client_context(side.config.seed, side.spec.client_id, cluster, rnd, phase,
+                          instructions, len(side.data.train), dict(extras))
 
 
 def _store(side: ClientSide, context: Any) -> NodeStore:

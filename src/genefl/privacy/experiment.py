@@ -30,7 +30,7 @@ from genefl.algorithms.base import Upload
 from genefl.callbacks.progress import say
 from genefl.config import RunConfig
 from genefl.data.datasets import ImageDataset
-from genefl.engine.simulation import channel_stats, prepare_simulation
+from genefl.engine.simulation import prepare_simulation
 from genefl.engine.wire import payload_bytes, select_layers
 from genefl.errors import ConfigError
 from genefl.models import build_model, get_params, set_params
@@ -282,8 +282,7 @@ def attack_method(
     sim = prepare_simulation(config, params, callbacks, dataset=dataset)
     try:
         engine = sim.engine
-        mean, std = channel_stats(sim.dataset.train_images)
-        mean, std = mean.to(sim.device), std.to(sim.device)
+        mean, std = (t.to(sim.device) for t in sim.stats)
         recorder = VictimRecorder(sim, rounds, options, mean, std)
         engine.transport = recorder
         engine.callbacks.on_run_start({
